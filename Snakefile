@@ -1,0 +1,29 @@
+# lumbar-xray-seg: L1-L5 localisation, segmentation and level-set refinement in lateral
+# lumbar radiographs. This file only wires: the steps live in rules/*.smk, their scripts in
+# workflow_scripts/, the algorithms in lumbar_core/.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+report: "report/workflow.rst"
+
+
+include: "rules/common.smk"
+include: "rules/demo.smk"
+include: "rules/preprocess.smk"
+include: "rules/pose.smk"
+include: "rules/train.smk"
+include: "rules/segment.smk"
+include: "rules/levelset.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

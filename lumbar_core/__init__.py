@@ -1,0 +1,9 @@
+"""lumbar_core: the library under the lumbar-xray-seg workflow.
+
+Pure functions on numpy arrays, split by the paper's pipeline stages: ``preprocess``
+(section 2.1), ``localize`` (2.2), ``crop`` (2.3), ``models`` (Pose-net, M-net, U-net),
+``levelset`` (2.4), ``metrics``/``tables``/``plots`` (3.3), ``morphometry`` (fracture
+grading), with all file reading and writing in ``io``.
+"""
+
+__version__ = "0.1.0"

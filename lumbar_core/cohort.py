@@ -1,0 +1,127 @@
+"""The cohort: reading and validating a sample sheet, and sharding it for inference.
+
+A sheet-level problem (schema violation, duplicate ``image_id``, a file that does not
+exist) stops the run before any job starts, with a message naming the sheet, the line,
+the image and the column. Problems inside a file (a truncated image, an annotation with
+a level missing) are per-image and are recorded by the rules instead.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+__all__ = ["SampleSheetError", "load_sample_sheet", "make_shards"]
+
+SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "samples.schema.yaml"
+COLUMNS = ("image_id", "image", "annotation", "split", "modality", "group", "pixel_spacing_mm")
+
+
+class SampleSheetError(ValueError):
+    """A sample sheet that cannot be run; the message names the line and the column."""
+
+
+def _where(path, df, i) -> str:
+    image_id = df["image_id"].iloc[i] if "image_id" in df else "?"
+    return f"{path}, line {i + 2} (image_id {image_id!r})"
+
+
+def load_sample_sheet(path, *, schema=SCHEMA, check_files: bool = True) -> pd.DataFrame:
+    """Read, validate and index a sample sheet.
+
+    Parameters
+    ----------
+    path : str or Path
+        TSV with a header row; columns ``image_id, image, annotation, split, modality,
+        group`` and optional ``pixel_spacing_mm`` (see ``schemas/samples.schema.yaml``).
+    schema : str or Path
+        JSON schema of one row, checked with ``snakemake.utils.validate``.
+    check_files : bool
+        Check that every image and annotation exists (default True). Dry-run benchmarks
+        of very large sheets may turn it off.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by ``image_id``; ``image`` and ``annotation`` resolved against the sheet's
+        folder (``annotation`` is ``""`` where absent); ``pixel_spacing_mm`` float or NaN.
+
+    Raises
+    ------
+    SampleSheetError
+        Naming the sheet, the line, the image and the column of the first problem.
+    """
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    path = Path(path)
+    if not path.is_file():
+        raise SampleSheetError(f"{path}: sample sheet not found")
+    try:
+        df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, comment=None)
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise SampleSheetError(f"{path}: not a readable TSV sample sheet ({err})") from err
+    missing = [c for c in ("image_id", "image", "split", "modality", "group") if c not in df]
+    if missing:
+        raise SampleSheetError(f"{path}: missing column(s) {', '.join(missing)}; "
+                               f"expected {', '.join(COLUMNS)}")
+    unknown = [c for c in df.columns if c not in COLUMNS]
+    if unknown:
+        raise SampleSheetError(f"{path}: unknown column(s) {', '.join(unknown)}; "
+                               f"expected {', '.join(COLUMNS)}")
+    if "annotation" not in df:
+        df["annotation"] = ""
+    spacing = df.get("pixel_spacing_mm", pd.Series([""] * len(df)))
+    numeric = pd.to_numeric(spacing.replace("", None), errors="coerce")
+    bad = spacing.ne("") & numeric.isna()
+    if bad.any():
+        i = int(bad.to_numpy().nonzero()[0][0])
+        raise SampleSheetError(f"{_where(path, df, i)}: column 'pixel_spacing_mm': "
+                               f"{spacing.iloc[i]!r} is not a number")
+    records = df.drop(columns=["pixel_spacing_mm"], errors="ignore").copy()
+    records["pixel_spacing_mm"] = numeric.astype(float)
+    # Empty cells are absent values for the schema (an empty annotation is allowed).
+    for_schema = records.replace("", None)
+    try:
+        validate(for_schema, str(schema))
+    except WorkflowError as err:
+        # snakemake raises "Error validating row i" while handling jsonschema's error.
+        cause = err.__context__ if hasattr(err.__context__, "path") else None
+        row = next((int(w) for w in str(err).split()[:5] if w.isdigit()), None)
+        column = "/".join(str(p) for p in cause.path) if cause is not None and cause.path else None
+        what = cause.message if cause is not None else str(err)
+        where = _where(path, df, row) if row is not None else str(path)
+        col = f"column '{column}': " if column else ""
+        raise SampleSheetError(f"{where}: {col}{what}") from None
+    dup = records["image_id"].duplicated(keep="first")
+    if dup.any():
+        i = int(dup.to_numpy().nonzero()[0][0])
+        first = int((records["image_id"] == records["image_id"].iloc[i]).to_numpy().nonzero()[0][0])
+        raise SampleSheetError(f"{_where(path, df, i)}: column 'image_id': duplicate of line "
+                               f"{first + 2}")
+    base = path.parent
+    for column in ("image", "annotation"):
+        records[column] = [str(base / p) if p and not os.path.isabs(p) else p
+                           for p in records[column]]
+        if check_files:
+            for i, p in enumerate(records[column]):
+                if p and not os.path.isfile(p):
+                    raise SampleSheetError(f"{_where(path, df, i)}: column '{column}': "
+                                           f"file not found: {p}")
+    return records.set_index("image_id", drop=False)
+
+
+def make_shards(image_ids, shard_size: int) -> dict[str, list[str]]:
+    """Split image ids (sorted) into shards of ``shard_size``; keys ``"0000"``, ``"0001"``...
+
+    Examples
+    --------
+    >>> make_shards(["c", "a", "b"], 2)
+    {'0000': ['a', 'b'], '0001': ['c']}
+    """
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1; got {shard_size}")
+    ids = sorted(image_ids)
+    return {f"{k // shard_size:04d}": ids[k:k + shard_size] for k in range(0, len(ids), shard_size)}

@@ -1,0 +1,231 @@
+"""One function per model rule (training and sharded inference).
+
+Keras is imported inside the functions, after the job has claimed its GPU
+(:func:`lumbar_core.gpu.gpu_slot`), so that ``CUDA_VISIBLE_DEVICES`` is set before any
+framework starts. Inference works on a shard of images with the model loaded once and
+writes one file per image, ``<out_dir>/<image_id>.npz``, carrying each image's status.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import io
+from .localize import l5_sigma2
+from .stages import (
+    _record,
+    load_geometry,
+    patch_probabilities_to_masks,
+    status_of,
+    whole_probabilities_to_masks,
+)
+
+__all__ = [
+    "run_train_posenet",
+    "run_train_segmentation",
+    "run_train_whole",
+    "run_pose_infer",
+    "run_segment_infer",
+    "run_whole_infer",
+]
+
+
+def _image_id(path) -> str:
+    return Path(path).name.split(".")[0]
+
+
+def _split(paths, train_ids, val_ids):
+    by_id = {_image_id(p): p for p in paths}
+    return [by_id[i] for i in train_ids], [by_id[i] for i in val_ids]
+
+
+def _augment_kwargs(training: dict) -> dict:
+    aug = training["augment"]
+    return {"max_rotation_deg": aug["max_rotation_deg"], "max_shift_frac": aug["max_shift_frac"],
+            "contrast_range": tuple(aug["contrast_range"])}
+
+
+def _fit(model, train_seq, val_seq, *, loss, settings, training, out_model, out_history, log):
+    from .models import save_model
+    from .training import train_model
+
+    history = train_model(model, train_seq, val_seq, loss=loss, epochs=settings["epochs"],
+                          warmup_epochs=settings["warmup_epochs"], warmup_lr=training["warmup_lr"],
+                          lr=training["lr"], patience=settings["patience"], log=log,
+                          seed=training["seed"])
+    save_model(model, out_model)
+    io.write_table(out_history, history)
+    return history
+
+
+def _heatmap_data(image_paths, point_paths):
+    images, centres, sigma2 = [], [], []
+    for ip, pp in zip(image_paths, point_paths):
+        data, points = io.load_npz(ip), io.read_json(pp)
+        if status_of(data)[0] != "ok" or points.get("status") != "ok":
+            print(f"{_image_id(ip)}: skipped ({points.get('message') or status_of(data)[1]})",
+                  file=sys.stderr)
+            continue
+        images.append(data["i"].astype(np.float32))
+        centres.append(points["centres_i"])
+        sigma2.append(l5_sigma2(points["l5_height_i"]))
+    if not images:
+        raise ValueError("no usable annotated image in this split")
+    return np.stack(images), np.array(centres, dtype=np.float32), np.array(sigma2, np.float32)
+
+
+def run_train_posenet(image_paths, point_paths, out_model, out_history, *, train_ids, val_ids,
+                      settings: dict, training: dict, log=sys.stderr):
+    """Rule ``train_posenet``: Pose-net on the train split, early stopping on val."""
+    from .models.posenet import build_posenet, posenet_loss
+    from .training import HeatmapSequence, set_seed
+
+    set_seed(training["seed"], deterministic=training.get("deterministic", True))
+    tr_i, va_i = _split(image_paths, train_ids, val_ids)
+    tr_p, va_p = _split(point_paths, train_ids, val_ids)
+    kw = {"batch_size": settings["batch_size"]}
+    train_seq = HeatmapSequence(*_heatmap_data(tr_i, tr_p), augment=True, seed=training["seed"],
+                                augment_kwargs=_augment_kwargs(training), **kw)
+    val_seq = HeatmapSequence(*_heatmap_data(va_i, va_p), augment=False, seed=training["seed"], **kw)
+    model = build_posenet(width=settings["width"])
+    return _fit(model, train_seq, val_seq, loss=posenet_loss(), settings=settings,
+                training=training, out_model=out_model, out_history=out_history, log=log)
+
+
+def _patch_data(paths):
+    patches, masks = [], []
+    for p in paths:
+        data = io.load_npz(p)
+        if status_of(data)[0] == "ok":
+            patches.append(data["patches"].astype(np.float32))
+            masks.append(data["masks"])
+    if not patches:
+        raise ValueError("no usable training patches in this split")
+    return np.concatenate(patches), np.concatenate(masks)
+
+
+def _segmentation_model(arch, input_shape, num_classes, filters):
+    from .models.mnet import build_mnet, mnet_loss
+    from .models.unet import build_unet, unet_loss
+
+    if arch == "mnet":
+        return build_mnet(input_shape, num_classes=num_classes, filters=tuple(filters)), mnet_loss()
+    if arch == "unet":
+        return build_unet(input_shape, num_classes=num_classes, filters=tuple(filters)), unet_loss()
+    raise ValueError(f"arch must be 'mnet' or 'unet'; got {arch!r}")
+
+
+def run_train_segmentation(arch, patch_paths, out_model, out_history, *, train_ids, val_ids,
+                           settings: dict, training: dict, log=sys.stderr):
+    """Rules ``train_mnet`` and ``train_unet``: per-vertebra patch segmentation (Eq. 7, 8)."""
+    from .training import SegmentationSequence, set_seed
+
+    set_seed(training["seed"], deterministic=training.get("deterministic", True))
+    tr, va = _split(patch_paths, train_ids, val_ids)
+    size = settings["patch_size"]
+    model, loss = _segmentation_model(arch, (size, size, 1), 2, settings["filters"])
+    names = list(model.output_names)
+    kw = {"num_classes": 2, "batch_size": settings["batch_size"], "output_names": names}
+    train_seq = SegmentationSequence(*_patch_data(tr), augment=True, seed=training["seed"],
+                                     augment_kwargs=_augment_kwargs(training), **kw)
+    val_seq = SegmentationSequence(*_patch_data(va), augment=False, seed=training["seed"], **kw)
+    return _fit(model, train_seq, val_seq, loss=loss, settings=settings, training=training,
+                out_model=out_model, out_history=out_history, log=log)
+
+
+def _whole_data(image_paths, mask_paths):
+    images, labels = [], []
+    for ip, mp in zip(image_paths, mask_paths):
+        data, masks = io.load_npz(ip), io.load_npz(mp)
+        if status_of(data)[0] == "ok" and status_of(masks)[0] == "ok":
+            images.append(data["i"].astype(np.float32))
+            labels.append(masks["i"])
+    if not images:
+        raise ValueError("no usable annotated image in this split")
+    return np.stack(images), np.stack(labels)
+
+
+def run_train_whole(arch, image_paths, mask_paths, out_model, out_history, *, train_ids, val_ids,
+                    settings: dict, training: dict, log=sys.stderr):
+    """Rules ``train_mnet_whole``/``train_unet_whole``: Table 2's "Original" baselines."""
+    from .preprocess import I_SHAPE
+    from .training import SegmentationSequence, set_seed
+
+    set_seed(training["seed"], deterministic=training.get("deterministic", True))
+    tr_i, va_i = _split(image_paths, train_ids, val_ids)
+    tr_m, va_m = _split(mask_paths, train_ids, val_ids)
+    model, loss = _segmentation_model(arch, (*I_SHAPE, 1), 6, settings["filters"])
+    kw = {"num_classes": 6, "batch_size": settings["batch_size"],
+          "output_names": list(model.output_names)}
+    train_seq = SegmentationSequence(*_whole_data(tr_i, tr_m), augment=True, seed=training["seed"],
+                                     augment_kwargs=_augment_kwargs(training), **kw)
+    val_seq = SegmentationSequence(*_whole_data(va_i, va_m), augment=False, seed=training["seed"], **kw)
+    return _fit(model, train_seq, val_seq, loss=loss, settings=settings, training=training,
+                out_model=out_model, out_history=out_history, log=log)
+
+
+def run_pose_infer(model_path, image_paths, out_dir, *, log=sys.stderr) -> None:
+    """Rule ``pose_infer``: ``yL5`` and ``yL1-5`` (float16) for every image of a shard."""
+    from .models import load_model, predict_heatmaps
+
+    model = load_model(model_path)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path in image_paths:
+        data = io.load_npz(path)
+        status, message = status_of(data)
+        target = out_dir / f"{_image_id(path)}.npz"
+        if status != "ok":
+            io.save_npz(target, status=status, message=message)
+            continue
+        y_l5, y_l15 = predict_heatmaps(model, data["i"].astype(np.float32)[None])
+        io.save_npz(target, y_l5=y_l5[0].astype(np.float16), y_l15=y_l15[0].astype(np.float16),
+                    status="ok", message="")
+        print(f"{_image_id(path)}: max yL1-5 {float(y_l15.max()):.3f}", file=log)
+
+
+def run_segment_infer(model_path, crop_paths, geometry_paths, out_dir, *, threshold=0.5,
+                      log=sys.stderr) -> None:
+    """Rules ``mnet_infer``/``unet_infer``: patch probabilities and pasted-back label masks."""
+    from .models import load_model, predict_segmentation
+
+    model = load_model(model_path)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for crop_path, geometry_path in zip(crop_paths, geometry_paths):
+        image_id = _image_id(crop_path)
+        crops = io.load_npz(crop_path)
+        status, message = status_of(crops)
+        if status != "ok":
+            io.save_npz(out_dir / f"{image_id}.npz", status=status, message=message)
+            continue
+        geometry, _ = load_geometry(geometry_path)
+        probs = predict_segmentation(model, crops["patches"].astype(np.float32))
+        masks = patch_probabilities_to_masks(probs[..., 1], crops["boxes"], geometry,
+                                             threshold=threshold)
+        io.save_npz(out_dir / f"{image_id}.npz", **masks, **_record("ok"))
+        print(f"{image_id}: {np.count_nonzero(masks['labels_io'])} px labelled in Io", file=log)
+
+
+def run_whole_infer(model_path, image_paths, geometry_paths, out_dir, *, log=sys.stderr) -> None:
+    """Rules ``mnet_whole_infer``/``unet_whole_infer``: 6-class masks back in Io and input."""
+    from .models import load_model, predict_segmentation
+
+    model = load_model(model_path)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path, geometry_path in zip(image_paths, geometry_paths):
+        image_id = _image_id(path)
+        data = io.load_npz(path)
+        status, message = status_of(data)
+        if status != "ok":
+            io.save_npz(out_dir / f"{image_id}.npz", status=status, message=message)
+            continue
+        geometry, _ = load_geometry(geometry_path)
+        probs = predict_segmentation(model, data["i"].astype(np.float32)[None])[0]
+        io.save_npz(out_dir / f"{image_id}.npz", **whole_probabilities_to_masks(probs, geometry),
+                    **_record("ok"))
+        print(f"{image_id}: done", file=log)

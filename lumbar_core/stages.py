@@ -1,0 +1,397 @@
+"""One function per per-image workflow rule: read the inputs, call the pure functions, write.
+
+The workflow's scripts are thin wrappers around these functions, so each step can be run and
+tested without Snakemake. Every per-image output carries a ``status``:
+
+- ``"ok"``;
+- ``"excluded"``: the image or its annotation cannot be used (unreadable, truncated, too
+  small, no contrast, a level missing...). The message says why. Downstream steps carry
+  the status on, so one bad file costs only itself and the cohort completes;
+- ``"failed"``: the method ran and failed on the image (fewer than five peaks). The image
+  counts against the success rate and in the "all images" column of Table 2.
+
+Files are written atomically by :mod:`lumbar_core.io`, so an interrupted job never leaves a
+file that looks complete.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+from skimage import draw
+
+from . import io
+from .crop import crop_boxes, extract_patches, keep_centre_component, paste_patches
+from .localize import LEVELS, select_peaks
+from .preprocess import Geometry, preprocess_image, resize_image, resize_to_i
+
+__all__ = [
+    "run_preprocess",
+    "run_resize",
+    "run_ground_truth",
+    "run_select_peaks",
+    "run_train_patches",
+    "run_crop",
+    "patch_probabilities_to_masks",
+    "whole_probabilities_to_masks",
+    "run_levelset",
+    "run_metrics",
+    "qc_rows",
+    "status_of",
+]
+
+_U16 = 65535.0
+
+
+def _record(status: str, message: str = "") -> dict:
+    return {"status": status, "message": message}
+
+
+def status_of(data) -> tuple[str, str]:
+    """``(status, message)`` of a loaded per-image npz (dict) or JSON (dict)."""
+    status = str(np.asarray(data.get("status", "ok")))
+    message = str(np.asarray(data.get("message", "")))
+    return status, message
+
+
+def _stable_seed(seed: int, image_id: str) -> int:
+    """A per-image seed that does not depend on the cohort or the job order."""
+    return (int(seed) * 1_000_003 + zlib.crc32(image_id.encode())) % 2**32
+
+
+# --------------------------------------------------------------------------- 2.1
+
+
+def run_preprocess(image_path, out_io, out_geometry, *, image_id: str, settings: dict,
+                   spacing=None) -> dict:
+    """Rule ``preprocess``: ``Io`` as uint16 npz and the geometry JSON.
+
+    A per-image problem (unreadable, truncated, too small, no contrast) is recorded as
+    ``excluded`` with its message instead of raised.
+    """
+    geometry = {"image_id": image_id, "image": str(image_path)}
+    try:
+        raw, props = io.read_image(image_path)
+        image = preprocess_image(raw, **settings)
+    except (ValueError, OSError) as err:
+        io.save_npz(out_io, io=np.zeros((0, 0), np.uint16), status="excluded", message=str(err))
+        io.write_json(out_geometry, {**geometry, **_record("excluded", str(err))})
+        return _record("excluded", str(err))
+    row_mm = props.get("pixel_spacing_mm")
+    if spacing is not None:
+        row_mm = (float(spacing), float(spacing))
+    geometry.update(
+        _record("ok"),
+        geometry=Geometry(raw.shape).to_dict(),
+        pixel_spacing_mm=list(row_mm) if row_mm is not None else None,
+        format=props.get("format"),
+        bit_depth=props.get("bit_depth"),
+    )
+    io.save_npz(out_io, io=np.round(image * _U16).astype(np.uint16), status="ok", message="")
+    io.write_json(out_geometry, geometry)
+    return _record("ok")
+
+
+def load_io(path) -> tuple[np.ndarray | None, dict]:
+    """``Io`` as float32 in [0, 1] (None when excluded) and its status record."""
+    data = io.load_npz(path)
+    status, message = status_of(data)
+    if status != "ok":
+        return None, _record(status, message)
+    return data["io"].astype(np.float32) / _U16, _record("ok")
+
+
+def run_resize(in_io, out_i) -> dict:
+    """Rule ``resize``: ``I`` (512 x 256) as float16 npz."""
+    image, record = load_io(in_io)
+    if image is None:
+        io.save_npz(out_i, i=np.zeros((0, 0), np.float16), **record)
+        return record
+    io.save_npz(out_i, i=resize_to_i(image).astype(np.float16), **record)
+    return record
+
+
+def load_geometry(path) -> tuple[Geometry | None, dict]:
+    """The :class:`Geometry` of an image (None when excluded) and its JSON record."""
+    data = io.read_json(path)
+    if data.get("status") != "ok":
+        return None, data
+    return Geometry(**{k: tuple(v) for k, v in data["geometry"].items()}), data
+
+
+def _rasterise(outlines, shape) -> np.ndarray:
+    labels = np.zeros(shape, dtype=np.uint8)
+    for k, outline in enumerate(outlines):
+        rr, cc = draw.polygon(outline[:, 1], outline[:, 0], shape=shape)
+        labels[rr, cc] = k + 1
+    return labels
+
+
+def run_ground_truth(annotation_path, geometry_path, out_points, out_masks) -> dict:
+    """Rule ``ground_truth``: centres and outlines in input, ``Io`` and ``I`` pixels, masks.
+
+    Masks are the filled 8-point outlines (``skimage.draw.polygon``), labels 1..5 for
+    L1..L5, in the input grid, ``Io`` and ``I``. ``l5_height_i`` is L5's mean of its
+    anterior and posterior heights in ``I`` pixels (Eq. 4's sigma^2 is a quarter of it).
+    """
+    geometry, record = load_geometry(geometry_path)
+    if geometry is None:
+        out = _record("excluded", f"image excluded: {record.get('message', '')}")
+        io.write_json(out_points, out)
+        io.save_npz(out_masks, **out)
+        return out
+    try:
+        ann = io.read_annotation(annotation_path, image_shape=geometry.input_shape)
+    except (ValueError, OSError) as err:
+        out = _record("excluded", str(err))
+        io.write_json(out_points, out)
+        io.save_npz(out_masks, **out)
+        return out
+    vert = ann["vertebrae"]
+    centres = np.array([vert[name]["centre"] for name in LEVELS], dtype=np.float64)
+    outlines = np.array([vert[name]["outline"] for name in LEVELS], dtype=np.float64)
+    out = {**_record("ok"), "levels": list(LEVELS), "anterior": ann.get("anterior"),
+           "pixel_spacing_mm": ann.get("pixel_spacing_mm")}
+    masks = {}
+    for space in ("input", "io", "i"):
+        c = geometry.input_to(space, centres) if space != "input" else centres
+        o = geometry.input_to(space, outlines) if space != "input" else outlines
+        out[f"centres_{space}"] = c.tolist()
+        out[f"outlines_{space}"] = o.tolist()
+        shape = {"input": geometry.input_shape, "io": geometry.io_shape, "i": geometry.i_shape}[space]
+        masks[space] = _rasterise(o, shape)
+    l5 = np.array(out["outlines_i"][4])
+    out["l5_height_i"] = float((np.linalg.norm(l5[0] - l5[6]) + np.linalg.norm(l5[2] - l5[4])) / 2)
+    out["genant_grade"] = [vert[name].get("genant_grade") for name in LEVELS]
+    out["genant_type"] = [vert[name].get("genant_type") for name in LEVELS]
+    io.write_json(out_points, out)
+    io.save_npz(out_masks, **masks, status="ok", message="")
+    return _record("ok")
+
+
+# --------------------------------------------------------------------------- 2.2
+
+
+def run_select_peaks(maps_path, geometry_path, out, *, settings: dict) -> dict:
+    """Rule ``select_peaks``: the five centres in ``I``, ``Io`` and input pixels."""
+    geometry, record = load_geometry(geometry_path)
+    maps = io.load_npz(maps_path)
+    status, message = status_of(maps)
+    if geometry is None or status != "ok":
+        result = _record("excluded", message or record.get("message", ""))
+        io.write_json(out, result)
+        return result
+    result = select_peaks(maps["y_l15"].astype(np.float32), **settings)
+    if result["status"] != "ok":
+        result["message"] = result["status"].removeprefix("failed: ")
+        result["status"] = "failed"
+    else:
+        result["message"] = ""
+        centres_i = np.array([result["centres"][name] for name in LEVELS])
+        result["centres_i"] = centres_i.tolist()
+        result["centres_io"] = geometry.map(centres_i, "i", "io").tolist()
+        result["centres_input"] = geometry.to_input("i", centres_i).tolist()
+    io.write_json(out, result)
+    return result
+
+
+# --------------------------------------------------------------------------- 2.3
+
+
+def run_train_patches(io_path, points_path, masks_path, out, *, image_id: str, seed: int,
+                      patch_size: int, jitter_px: float, jitter_copies: int) -> dict:
+    """Rule ``train_patches``: Eq. 6 patches from GT centres plus random jitter.
+
+    As the paper does, the centres are perturbed with Gaussian noise (std ``jitter_px`` in
+    ``Io`` pixels) to mimic test-time localisation error; the boxes follow the perturbed
+    centres. The target of each patch is the mask of its centre vertebra only (METHOD.md
+    Decision). The first copy is unjittered.
+    """
+    image, record = load_io(io_path)
+    points = io.read_json(points_path)
+    if image is None or points.get("status") != "ok":
+        io.save_npz(out, **_record("excluded", record["message"] or points.get("message", "")))
+        return record
+    labels = io.load_npz(masks_path)["io"]
+    rng = np.random.default_rng(_stable_seed(seed, image_id))
+    centres = np.array(points["centres_io"])
+    patches, masks = [], []
+    for copy in range(jitter_copies):
+        jitter = rng.normal(0.0, jitter_px, size=centres.shape) if copy else 0.0
+        boxes = crop_boxes(centres + jitter)
+        patches.append(extract_patches(image, boxes, patch_size=patch_size))
+        label_patches = extract_patches(labels, boxes, patch_size=patch_size, order=0)
+        masks.append(label_patches == np.arange(1, 6)[:, None, None])
+    io.save_npz(out, patches=np.concatenate(patches).astype(np.float16),
+                masks=np.concatenate(masks).astype(np.uint8), status="ok", message="")
+    return _record("ok")
+
+
+def run_crop(io_path, peaks_path, out, *, patch_size: int) -> dict:
+    """Rule ``crop``: the five Eq. 6 patches around the detected centres, with boxes."""
+    peaks = io.read_json(peaks_path)
+    if peaks.get("status") != "ok":
+        record = _record(peaks.get("status", "excluded"), peaks.get("message", ""))
+        io.save_npz(out, **record)
+        return record
+    image, record = load_io(io_path)
+    boxes = crop_boxes(np.array(peaks["centres_io"]))
+    io.save_npz(out, patches=extract_patches(image, boxes, patch_size=patch_size).astype(np.float16),
+                boxes=boxes, status="ok", message="")
+    return _record("ok")
+
+
+def patch_probabilities_to_masks(foreground, boxes, geometry: Geometry, *, threshold=0.5):
+    """Centre component of each patch, pasted back into ``Io`` and the input grid.
+
+    Parameters
+    ----------
+    foreground : (5, P, P) ndarray
+        Foreground probability of the centre vertebra in each patch.
+    boxes : (5, 3) ndarray
+        Eq. 6 boxes ``(cx, cy, side)`` in ``Io``.
+
+    Returns
+    -------
+    dict with ``probs`` (the probabilities restricted to the kept components, float16),
+    ``labels_io`` and ``labels_input`` (uint8 label masks 0..5).
+    """
+    kept = np.stack([np.where(keep_centre_component(p > threshold), p, 0.0) for p in foreground])
+    labels_io, _ = paste_patches(kept, boxes, geometry.io_shape, threshold=threshold)
+    labels_input, _ = paste_patches(kept, boxes, geometry.input_shape,
+                                    scale=geometry.scale("io", "input"), threshold=threshold)
+    return {"probs": kept.astype(np.float16), "labels_io": labels_io, "labels_input": labels_input}
+
+
+def whole_probabilities_to_masks(probs, geometry: Geometry) -> dict:
+    """Whole-image class probabilities on ``I`` (H, W, 6) upsampled to ``Io`` and input labels."""
+    probs = np.asarray(probs, dtype=np.float32)
+    out = {}
+    for space, shape in (("io", geometry.io_shape), ("input", geometry.input_shape)):
+        up = np.stack([resize_image(probs[..., c], shape, order=1) for c in range(probs.shape[-1])])
+        out[f"labels_{space}"] = np.argmax(up, axis=0).astype(np.uint8)
+    return out
+
+
+# --------------------------------------------------------------------------- 2.4
+
+
+def run_levelset(crop_path, method_paths: dict, geometry_path, out, *, params,
+                 threshold: float = 0.5) -> dict:
+    """Rule ``levelset_refine``: DRLSE on every patch mask of each network, pasted back.
+
+    The refined mask of a patch is pasted with the value ``0.5 + 0.5 p`` inside it (``p``
+    the network's probability), so every refined pixel passes the paste threshold and
+    overlaps between neighbouring patches still go to the more probable vertebra, the same
+    rule as for the network masks.
+    """
+    from .levelset import refine_mask
+
+    crops = io.load_npz(crop_path)
+    status, message = status_of(crops)
+    if status != "ok":
+        io.save_npz(out, status=status, message=message)
+        return _record(status, message)
+    geometry, _ = load_geometry(geometry_path)
+    patches = crops["patches"].astype(np.float32)
+    arrays, info = {}, {}
+    for method, path in method_paths.items():
+        probs = io.load_npz(path)["probs"].astype(np.float32)
+        refined = []
+        for k, (patch, prob) in enumerate(zip(patches, probs)):
+            mask, details = refine_mask(patch, prob > threshold, params=params)
+            mask = keep_centre_component(mask)
+            refined.append(np.where(mask, 0.5 + 0.5 * prob, 0.0))
+            info[f"{method}_{LEVELS[k]}"] = details
+        refined = np.stack(refined)
+        labels_io, _ = paste_patches(refined, crops["boxes"], geometry.io_shape, threshold=threshold)
+        labels_input, _ = paste_patches(refined, crops["boxes"], geometry.input_shape,
+                                        scale=geometry.scale("io", "input"), threshold=threshold)
+        arrays[f"{method}_labels_io"] = labels_io
+        arrays[f"{method}_labels_input"] = labels_input
+    io.save_npz(out, **arrays, status="ok", message="")
+    return {**_record("ok"), "levelset": info}
+
+
+# --------------------------------------------------------------------------- 3.3
+
+#: Table 2's rows: method name -> (array key in its file, needs Pose-net).
+METHODS = {
+    "Orig UNet": ("unet_whole", "labels_io", False),
+    "Orig MNet": ("mnet_whole", "labels_io", False),
+    "PN+UNet": ("unet", "labels_io", True),
+    "PN+MNet": ("mnet", "labels_io", True),
+    "PN+UNet+LS": ("refined", "unet_labels_io", True),
+    "PN+MNet+LS": ("refined", "mnet_labels_io", True),
+}
+
+
+def run_metrics(image_id: str, points_path, masks_path, peaks_path, prediction_paths: dict,
+                out_segmentation, out_localization) -> None:
+    """Rule ``metrics``: localisation rows (five levels) and region rows (six methods).
+
+    Region metrics are computed in ``Io`` on the union of L1..L5 (``level == "all"``, as
+    the paper does) and per level. An image whose detection failed gets, for the two-stage
+    methods, the metrics of an empty prediction with status ``"detection failed"``.
+    """
+    import pandas as pd
+
+    from .metrics import centre_errors, detection_success, label_metrics
+
+    points = io.read_json(points_path)
+    peaks = io.read_json(peaks_path)
+    if points.get("status") != "ok":
+        reason = points.get("message", "")
+        io.write_table(out_localization, pd.DataFrame(
+            [{"image_id": image_id, "level": lv, "error_px": np.nan, "error_mm": np.nan,
+              "success": False, "status": f"excluded: {reason}"} for lv in LEVELS]))
+        io.write_table(out_segmentation, pd.DataFrame(
+            [{"image_id": image_id, "method": m, "level": "all", "status": f"excluded: {reason}"}
+             for m in METHODS]))
+        return
+    gt_io = np.array(points["centres_io"])
+    detected = peaks.get("status") == "ok"
+    if detected:
+        pred_io = np.array(peaks["centres_io"])
+        errors = centre_errors(pred_io, gt_io)
+        spacing = points.get("pixel_spacing_mm")
+        if spacing:
+            d_in = np.array(peaks["centres_input"]) - np.array(points["centres_input"])
+            errors_mm = np.hypot(d_in[:, 0] * spacing[1], d_in[:, 1] * spacing[0])
+        else:
+            errors_mm = np.full(5, np.nan)
+        success = detection_success(pred_io, gt_io)
+        status = "ok"
+    else:
+        errors = errors_mm = np.full(5, np.nan)
+        success = False
+        status = f"{peaks.get('status')}: {peaks.get('message', '')}"
+    io.write_table(out_localization, pd.DataFrame(
+        {"image_id": image_id, "level": list(LEVELS), "error_px": errors, "error_mm": errors_mm,
+         "success": success, "status": status}))
+    gt = io.load_npz(masks_path)["io"]
+    rows = []
+    for method, (source, key, two_stage) in METHODS.items():
+        data = io.load_npz(prediction_paths[source])
+        if two_stage and not detected:
+            pred, row_status = np.zeros_like(gt), "detection failed"
+        else:
+            pred, row_status = data[key], "ok"
+        for row in label_metrics(gt, pred):
+            rows.append({"image_id": image_id, "method": method, "status": row_status, **row})
+    io.write_table(out_segmentation, pd.DataFrame(rows))
+
+
+def qc_rows(geometry_paths, points_paths, peaks_paths) -> list[dict]:
+    """Rule ``qc``: one row per image and stage whose status is not ``ok``."""
+    rows = []
+    for stage, paths in (("preprocess", geometry_paths), ("ground_truth", points_paths),
+                         ("select_peaks", peaks_paths)):
+        for path in paths:
+            data = io.read_json(path)
+            if data.get("status") != "ok":
+                rows.append({"image_id": Path(path).name.split(".")[0], "stage": stage,
+                             "status": data.get("status"), "message": data.get("message", "")})
+    return rows

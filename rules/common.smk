@@ -1,0 +1,107 @@
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+from snakemake.utils import validate
+
+# The library lives beside this workflow; make it importable by every job, also in conda
+# environments that do not have the package installed.
+sys.path.insert(0, workflow.basedir)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p
+)
+from lumbar_core.cohort import load_sample_sheet, make_shards
+
+
+validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+
+DEMO_SHEET = Path(config["demo"]["out_dir"]) / "samples.tsv"
+SHEET = Path(config["samples"])
+if SHEET.exists() or SHEET != DEMO_SHEET:
+    # Sheet-level problems stop the run here, before any job starts.
+    SAMPLES = load_sample_sheet(
+        SHEET, schema=workflow.source_path("../schemas/samples.schema.yaml")
+    )
+else:
+    # A fresh clone has no demo cohort yet: `all` then only writes it (make_demo_cohort),
+    # and a second invocation runs the workflow on it (the Makefile's `demo` does both).
+    SAMPLES = pd.DataFrame(
+        columns=["image_id", "image", "annotation", "split", "modality", "group", "pixel_spacing_mm"]
+    )
+
+ANNOTATED = SAMPLES[SAMPLES["annotation"] != ""]
+TRAIN_IDS = sorted(ANNOTATED.index[ANNOTATED["split"] == "train"])
+VAL_IDS = sorted(ANNOTATED.index[ANNOTATED["split"] == "val"])
+PRED_IDS = sorted(SAMPLES.index[SAMPLES["split"].isin(config["predict_splits"])])
+EVAL_IDS = sorted(set(PRED_IDS) & set(ANNOTATED.index))
+# Inference runs on shards (one model load per shard); each block has its own shard size.
+SHARDS = {
+    block: make_shards(PRED_IDS, config[block]["shard_size"])
+    for block in ("posenet", "segmentation", "whole_image")
+}
+SHARD_OF = {
+    block: {i: s for s, ids in shards.items() for i in ids}
+    for block, shards in SHARDS.items()
+}
+
+
+wildcard_constraints:
+    image_id="[A-Za-z0-9_-]+",
+    shard="[0-9]{4}",
+
+
+def image_of(wildcards):
+    return SAMPLES.loc[wildcards.image_id, "image"]
+
+
+def annotation_of(wildcards):
+    return SAMPLES.loc[wildcards.image_id, "annotation"]
+
+
+def spacing_of(wildcards):
+    value = SAMPLES.loc[wildcards.image_id, "pixel_spacing_mm"]
+    return None if pd.isna(value) else float(value)
+
+
+def per_image(pattern, ids):
+    return [pattern.format(image_id=i) for i in ids]
+
+
+def shard_images(block, pattern):
+    """Input function: the per-image files of a shard's images."""
+    return lambda wildcards: per_image(pattern, SHARDS[block][wildcards.shard])
+
+
+def shard_dir(block, step):
+    """Input function: the output folder of the shard that holds the image."""
+    return lambda wildcards: f"results/{step}/{SHARD_OF[block][wildcards.image_id]}"
+
+
+def model_path(block, key, name):
+    """A model given in the config, or the one this workflow trains."""
+    return config[block][key] or f"results/models/{name}.keras"
+
+
+# Snakemake counts GPUs (--resources gpu=K) but does not say which one a job may use: the
+# model rules claim one of K slots themselves (lumbar_core.gpu). K reaches the jobs through
+# the environment, not params, so that changing it never triggers a rerun.
+if "gpu" in workflow.global_resources:
+    os.environ["LUMBAR_GPU_SLOTS"] = str(workflow.global_resources["gpu"].value)
+
+
+def all_targets():
+    if SAMPLES.empty:
+        return [str(DEMO_SHEET)]
+    targets = ["results/qc.tsv"]
+    targets += per_image("results/select_peaks/{image_id}.json", PRED_IDS)
+    targets += per_image("results/levelset_refine/{image_id}.npz", PRED_IDS)
+    if EVAL_IDS:
+        targets += expand(
+            "results/tables/{table}.{ext}",
+            table=["table1", "table2"],
+            ext=["csv", "md", "tex"],
+        )
+        targets += ["results/figures/fig9_loss_curves.png", "results/figures/fig10_centre_error.png"]
+        targets += ["results/figures/overlays"]
+    return targets

@@ -1,0 +1,42 @@
+rule pose_infer:
+    """Paper 2.2: Pose-net confidence maps yL5, yL1-5 for a shard of images."""
+    input:
+        model=model_path("posenet", "model", "posenet"),
+        images=shard_images("posenet", "results/resize/{image_id}.npz"),
+    output:
+        maps=directory("results/pose_infer/{shard}"),
+    params:
+    threads: 2
+    resources:
+        mem_mb=4000,
+        gpu=1,
+    log:
+        "logs/pose_infer/{shard}.log",
+    benchmark:
+        "results/benchmarks/pose_infer/{shard}.tsv"
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow_scripts/pose_infer.py"
+
+
+rule select_peaks:
+    """METHOD.md 2, steps 1-6: five centres from yL1-5, mapped to Io and the input."""
+    input:
+        maps=shard_dir("posenet", "pose_infer"),
+        geometry="results/preprocess/{image_id}.geometry.json",
+    output:
+        peaks="results/select_peaks/{image_id}.json",
+    params:
+        settings=config["peaks"],
+    threads: 1
+    resources:
+        mem_mb=500,
+    log:
+        "logs/select_peaks/{image_id}.log",
+    benchmark:
+        "results/benchmarks/select_peaks/{image_id}.tsv"
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow_scripts/select_peaks.py"

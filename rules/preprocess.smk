@@ -1,0 +1,68 @@
+rule preprocess:
+    """Paper 2.1: Io = Gaussian(CLAHE(resize(input, 3072 x 1536))), with its geometry."""
+    input:
+        image=image_of,
+    output:
+        io="results/preprocess/{image_id}.npz",
+        geometry="results/preprocess/{image_id}.geometry.json",
+    params:
+        settings=config["preprocess"],
+        spacing=spacing_of,
+    threads: 1
+    resources:
+        mem_mb=2000,
+    log:
+        "logs/preprocess/{image_id}.log",
+    benchmark:
+        "results/benchmarks/preprocess/{image_id}.tsv"
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow_scripts/preprocess.py"
+
+
+rule resize:
+    """Paper 2.1: I = Io resized to 512 x 256, the Pose-net input."""
+    input:
+        io="results/preprocess/{image_id}.npz",
+    output:
+        i="results/resize/{image_id}.npz",
+    threads: 1
+    resources:
+        mem_mb=1000,
+    log:
+        "logs/resize/{image_id}.log",
+    benchmark:
+        "results/benchmarks/resize/{image_id}.tsv"
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow_scripts/resize.py"
+
+
+rule ground_truth:
+    """Annotation -> centres and outlines in input, Io and I pixels, label masks 0..5."""
+    input:
+        annotation=annotation_of,
+        geometry="results/preprocess/{image_id}.geometry.json",
+    output:
+        points="results/ground_truth/{image_id}.json",
+        masks="results/ground_truth/{image_id}.npz",
+    threads: 1
+    resources:
+        mem_mb=1000,
+    log:
+        "logs/ground_truth/{image_id}.log",
+    benchmark:
+        "results/benchmarks/ground_truth/{image_id}.tsv"
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow_scripts/ground_truth.py"
+
+
+rule preprocess_all:
+    """Target: every image pre-processed and resized, with its ground truth."""
+    input:
+        per_image("results/resize/{image_id}.npz", SAMPLES.index),
+        per_image("results/ground_truth/{image_id}.json", ANNOTATED.index),

@@ -1,0 +1,163 @@
+# Training rules: every model of the paper is trained here, on the train split, with the
+# validation split for early stopping. A model given in the config skips its rule.
+
+
+rule train_posenet:
+    """Paper 2.2: Pose-net (Eq. 1-5) on I with heatmap targets from the GT centres."""
+    input:
+        images=per_image("results/resize/{image_id}.npz", TRAIN_IDS + VAL_IDS),
+        points=per_image("results/ground_truth/{image_id}.json", TRAIN_IDS + VAL_IDS),
+    output:
+        model="results/models/posenet.keras",
+        history="results/models/posenet.history.csv",
+    params:
+        train_ids=TRAIN_IDS,
+        val_ids=VAL_IDS,
+        settings=config["posenet"],
+        training=config["training"],
+    threads: 2
+    resources:
+        mem_mb=8000,
+        gpu=1,
+    log:
+        "logs/train_posenet.log",
+    benchmark:
+        "results/benchmarks/train_posenet.tsv"
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow_scripts/train_posenet.py"
+
+
+rule train_patches:
+    """Paper 2.3: training patches from GT centres plus random jitter (Eq. 6 boxes)."""
+    input:
+        io="results/preprocess/{image_id}.npz",
+        points="results/ground_truth/{image_id}.json",
+        masks="results/ground_truth/{image_id}.npz",
+    output:
+        patches="results/train_patches/{image_id}.npz",
+    params:
+        settings=config["segmentation"],
+        seed=config["training"]["seed"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+    log:
+        "logs/train_patches/{image_id}.log",
+    benchmark:
+        "results/benchmarks/train_patches/{image_id}.tsv"
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow_scripts/train_patches.py"
+
+
+rule train_mnet:
+    """Paper 2.3: M-net on 224 x 224 patches, centre vertebra's mask (Eq. 7, 8)."""
+    input:
+        patches=per_image("results/train_patches/{image_id}.npz", TRAIN_IDS + VAL_IDS),
+    output:
+        model="results/models/mnet.keras",
+        history="results/models/mnet.history.csv",
+    params:
+        arch="mnet",
+        train_ids=TRAIN_IDS,
+        val_ids=VAL_IDS,
+        settings=config["segmentation"],
+        training=config["training"],
+    threads: 2
+    resources:
+        mem_mb=8000,
+        gpu=1,
+    log:
+        "logs/train_mnet.log",
+    benchmark:
+        "results/benchmarks/train_mnet.tsv"
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow_scripts/train_segmentation.py"
+
+
+rule train_unet:
+    """Paper 2.3: the U-net compared with M-net, same patches and recipe."""
+    input:
+        patches=per_image("results/train_patches/{image_id}.npz", TRAIN_IDS + VAL_IDS),
+    output:
+        model="results/models/unet.keras",
+        history="results/models/unet.history.csv",
+    params:
+        arch="unet",
+        train_ids=TRAIN_IDS,
+        val_ids=VAL_IDS,
+        settings=config["segmentation"],
+        training=config["training"],
+    threads: 2
+    resources:
+        mem_mb=8000,
+        gpu=1,
+    log:
+        "logs/train_unet.log",
+    benchmark:
+        "results/benchmarks/train_unet.tsv"
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow_scripts/train_segmentation.py"
+
+
+rule train_mnet_whole:
+    """Table 2 row 2: "Original M-net", the whole I in, L1..L5 out (6 classes)."""
+    input:
+        images=per_image("results/resize/{image_id}.npz", TRAIN_IDS + VAL_IDS),
+        masks=per_image("results/ground_truth/{image_id}.npz", TRAIN_IDS + VAL_IDS),
+    output:
+        model="results/models/mnet_whole.keras",
+        history="results/models/mnet_whole.history.csv",
+    params:
+        arch="mnet",
+        train_ids=TRAIN_IDS,
+        val_ids=VAL_IDS,
+        settings=config["whole_image"],
+        training=config["training"],
+    threads: 2
+    resources:
+        mem_mb=8000,
+        gpu=1,
+    log:
+        "logs/train_mnet_whole.log",
+    benchmark:
+        "results/benchmarks/train_mnet_whole.tsv"
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow_scripts/train_whole.py"
+
+
+rule train_unet_whole:
+    """Table 2 row 1: "Original U-net", the whole I in, L1..L5 out (6 classes)."""
+    input:
+        images=per_image("results/resize/{image_id}.npz", TRAIN_IDS + VAL_IDS),
+        masks=per_image("results/ground_truth/{image_id}.npz", TRAIN_IDS + VAL_IDS),
+    output:
+        model="results/models/unet_whole.keras",
+        history="results/models/unet_whole.history.csv",
+    params:
+        arch="unet",
+        train_ids=TRAIN_IDS,
+        val_ids=VAL_IDS,
+        settings=config["whole_image"],
+        training=config["training"],
+    threads: 2
+    resources:
+        mem_mb=8000,
+        gpu=1,
+    log:
+        "logs/train_unet_whole.log",
+    benchmark:
+        "results/benchmarks/train_unet_whole.tsv"
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow_scripts/train_whole.py"

@@ -1,0 +1,20 @@
+"""Rule make_demo_cohort: the synthetic demo cohort and its contact sheet."""
+
+import sys
+
+sys.stderr = open(snakemake.log[0], "w")
+
+from lumbar_core.phantom import demo_contact_sheet, write_demo_cohort
+
+demo = snakemake.params.demo
+sheet = write_demo_cohort(
+    snakemake.config["demo"]["out_dir"],
+    seed=demo["seed"],
+    n_train=demo["n_train"],
+    n_val=demo["n_val"],
+    n_test_per_stratum=demo["n_test_per_stratum"],
+    difficulty=demo["difficulty"],
+    workers=snakemake.threads,
+)
+demo_contact_sheet(sheet, snakemake.output.contact_sheet, n=demo.get("contact_sheet_images", 8))
+print(f"wrote {sheet}", file=sys.stderr)

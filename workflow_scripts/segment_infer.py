@@ -1,0 +1,20 @@
+"""Rules mnet_infer and unet_infer: patch masks for one shard, pasted back."""
+
+import sys
+
+log = open(snakemake.log[0], "w", buffering=1)
+sys.stderr = sys.stdout = log
+
+from lumbar_core.gpu import gpu_slot, slots_from_env
+
+with gpu_slot(slots_from_env()):
+    from lumbar_core.model_stages import run_segment_infer
+
+    run_segment_infer(
+        snakemake.input.model,
+        snakemake.input.patches,
+        snakemake.input.geometry,
+        snakemake.output.masks,
+        threshold=snakemake.params.threshold,
+        log=log,
+    )

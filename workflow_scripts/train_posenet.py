@@ -1,0 +1,23 @@
+"""Rule train_posenet: Pose-net on the train split, early stopping on val (paper 2.2, 3.2)."""
+
+import sys
+
+log = open(snakemake.log[0], "w", buffering=1)
+sys.stderr = sys.stdout = log
+
+from lumbar_core.gpu import gpu_slot, slots_from_env
+
+with gpu_slot(slots_from_env()):
+    from lumbar_core.model_stages import run_train_posenet
+
+    run_train_posenet(
+        snakemake.input.images,
+        snakemake.input.points,
+        snakemake.output.model,
+        snakemake.output.history,
+        train_ids=snakemake.params.train_ids,
+        val_ids=snakemake.params.val_ids,
+        settings=snakemake.params.settings,
+        training=snakemake.params.training,
+        log=log,
+    )

@@ -1,0 +1,23 @@
+"""Rules train_mnet and train_unet: per-vertebra patch segmentation (paper 2.3, 3.2)."""
+
+import sys
+
+log = open(snakemake.log[0], "w", buffering=1)
+sys.stderr = sys.stdout = log
+
+from lumbar_core.gpu import gpu_slot, slots_from_env
+
+with gpu_slot(slots_from_env()):
+    from lumbar_core.model_stages import run_train_segmentation
+
+    run_train_segmentation(
+        snakemake.params.arch,
+        snakemake.input.patches,
+        snakemake.output.model,
+        snakemake.output.history,
+        train_ids=snakemake.params.train_ids,
+        val_ids=snakemake.params.val_ids,
+        settings=snakemake.params.settings,
+        training=snakemake.params.training,
+        log=log,
+    )

@@ -1,0 +1,24 @@
+"""Rules train_mnet_whole and train_unet_whole: Table 2's whole-image baselines."""
+
+import sys
+
+log = open(snakemake.log[0], "w", buffering=1)
+sys.stderr = sys.stdout = log
+
+from lumbar_core.gpu import gpu_slot, slots_from_env
+
+with gpu_slot(slots_from_env()):
+    from lumbar_core.model_stages import run_train_whole
+
+    run_train_whole(
+        snakemake.params.arch,
+        snakemake.input.images,
+        snakemake.input.masks,
+        snakemake.output.model,
+        snakemake.output.history,
+        train_ids=snakemake.params.train_ids,
+        val_ids=snakemake.params.val_ids,
+        settings=snakemake.params.settings,
+        training=snakemake.params.training,
+        log=log,
+    )
