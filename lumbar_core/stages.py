@@ -395,3 +395,111 @@ def qc_rows(geometry_paths, points_paths, peaks_paths) -> list[dict]:
                 rows.append({"image_id": Path(path).name.split(".")[0], "stage": stage,
                              "status": data.get("status"), "message": data.get("message", "")})
     return rows
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def read_rows(paths):
+    """Concatenate per-image TSV tables into one DataFrame."""
+    import pandas as pd
+
+    frames = [io.read_table(p) for p in paths]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def run_tables(segmentation_paths, localization_paths, qc_path, sheet, table1_stem, table2_stem,
+               *, n_boot: int = 2000, seed: int = 0) -> None:
+    """Rule ``tables``: Table 1 and Table 2 (CSV, Markdown, LaTeX) with strata and CIs.
+
+    Images excluded before evaluation (unreadable file, unusable annotation) are left out
+    of both tables; the notes under each table say how many and why.
+    """
+    import pandas as pd
+
+    from .tables import table1, table2, write_table
+
+    sheet = pd.DataFrame(sheet)
+    loc, seg = read_rows(localization_paths), read_rows(segmentation_paths)
+    excluded = loc["status"].astype(str).str.startswith("excluded")
+    notes = []
+    if excluded.any():
+        reasons = loc.loc[excluded].groupby("image_id")["status"].first()
+        notes.append(f"{reasons.size} image(s) excluded before evaluation: "
+                     + "; ".join(f"{i} ({s})" for i, s in reasons.items()))
+    qc = io.read_table(qc_path)
+    if len(qc):
+        notes.append(f"qc.tsv lists {len(qc)} problem(s) across the cohort.")
+    excluded_ids = set(loc.loc[excluded, "image_id"])
+    loc = loc.loc[~excluded]
+    seg = seg.loc[~seg["image_id"].isin(excluded_ids)]
+    t1 = table1(loc, sheet, n_boot=n_boot, seed=seed)
+    write_table(t1, table1_stem, title="Table 1: centre error (Io pixels) and detection success",
+                notes=notes)
+    t2 = table2(seg, sheet, n_boot=n_boot, seed=seed)
+    write_table(t2, table2_stem, title="Table 2: segmentation of L1-L5 (union, Io space), %",
+                notes=notes)
+
+
+def run_fig9(history_paths, out_stem) -> None:
+    """Rule ``fig9``: the loss curves of every trained model."""
+    from .plots import plot_loss_curves
+
+    names = {"posenet": "Pose-net", "mnet": "M-net", "unet": "U-net",
+             "mnet_whole": "Orig M-net", "unet_whole": "Orig U-net"}
+    histories = {names.get(Path(p).name.split(".")[0], Path(p).name): io.read_table(p)
+                 for p in history_paths}
+    plot_loss_curves(histories, out_stem)
+
+
+def run_overlays(segmentation_paths, inputs: dict, out_dir, *, n: int) -> list[str]:
+    """Rule ``overlays``: the best, worst and median test images by PN+MNet+LS Dice.
+
+    ``inputs`` maps each image id to the paths of its ``image``, ground truth ``points``,
+    ``peaks``, ``refined`` masks and the per-image npz of ``mnet`` and ``mnet_whole``.
+    Returns the ids drawn, best first.
+    """
+    from .plots import plot_overlay
+    from .preprocess import normalise_intensity
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seg = read_rows(segmentation_paths)
+    ours = seg[(seg["method"] == "PN+MNet+LS") & (seg["level"] == "all")
+               & (seg["status"] == "ok")].sort_values(["dice", "image_id"])
+    ids = list(ours["image_id"])
+    if not ids or n == 0:
+        return []
+    chosen = list(dict.fromkeys([ids[-1], ids[0], ids[len(ids) // 2]] + ids[::-1]))[:n]
+    for rank, image_id in enumerate(chosen):
+        paths = inputs[image_id]
+        raw, _ = io.read_image(paths["image"])
+        points, peaks = io.read_json(paths["points"]), io.read_json(paths["peaks"])
+        masks = {"Orig MNet": io.load_npz(paths["mnet_whole"])["labels_input"],
+                 "PN+MNet": io.load_npz(paths["mnet"])["labels_input"],
+                 "PN+MNet+LS": io.load_npz(paths["refined"])["mnet_labels_input"]}
+        dice = float(ours.loc[ours["image_id"] == image_id, "dice"].iloc[0])
+        plot_overlay(normalise_intensity(raw), out_dir / f"{rank:02d}_{image_id}",
+                     gt_outlines=points["outlines_input"], gt_centres=points["centres_input"],
+                     pred_centres=peaks.get("centres_input"), pred_masks=masks,
+                     title=f"{image_id}: PN+MNet+LS Dice {dice:.3f}")
+    return chosen
+
+
+def run_contact_sheet(sheet_path, out_path, *, n: int = 8) -> None:
+    """The demo cohort's contact sheet: ``n`` images (every stratum) with GT outlines."""
+    from .cohort import load_sample_sheet
+    from .plots import contact_sheet
+    from .preprocess import normalise_intensity
+
+    sheet = load_sample_sheet(sheet_path)
+    # One image of each split x modality x group first, then the rest in sheet order.
+    first = sheet.groupby(["split", "modality", "group"], sort=True).head(1)
+    picks = sheet.loc[list(dict.fromkeys(list(first.index) + list(sheet.index)))[:n]]
+    images, annotations, titles = [], [], []
+    for image_id, row in picks.iterrows():
+        raw, _ = io.read_image(row["image"])
+        images.append(normalise_intensity(raw))
+        annotations.append(io.read_annotation(row["annotation"]))
+        titles.append(f"{image_id} ({row['modality']}, {row['group']})")
+    contact_sheet(images, annotations, out_path, titles=titles)

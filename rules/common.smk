@@ -13,7 +13,6 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 )
 from lumbar_core.cohort import load_sample_sheet, make_shards
 
-
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 
 DEMO_SHEET = Path(config["demo"]["out_dir"]) / "samples.tsv"
@@ -27,7 +26,15 @@ else:
     # A fresh clone has no demo cohort yet: `all` then only writes it (make_demo_cohort),
     # and a second invocation runs the workflow on it (the Makefile's `demo` does both).
     SAMPLES = pd.DataFrame(
-        columns=["image_id", "image", "annotation", "split", "modality", "group", "pixel_spacing_mm"]
+        columns=[
+            "image_id",
+            "image",
+            "annotation",
+            "split",
+            "modality",
+            "group",
+            "pixel_spacing_mm",
+        ]
     )
 
 ANNOTATED = SAMPLES[SAMPLES["annotation"] != ""]
@@ -102,6 +109,9 @@ def all_targets():
             table=["table1", "table2"],
             ext=["csv", "md", "tex"],
         )
-        targets += ["results/figures/fig9_loss_curves.png", "results/figures/fig10_centre_error.png"]
+        targets += [
+            "results/figures/fig9_loss_curves.png",
+            "results/figures/fig10_centre_error.png",
+        ]
         targets += ["results/figures/overlays"]
     return targets

@@ -9,14 +9,14 @@ rule make_demo_cohort:
             caption="../report/demo_contact_sheet.rst",
             category="Demo cohort",
         ),
-    params:
-        demo=config["demo"],
-    threads: 2
-    resources:
-        mem_mb=4000,
     log:
         "logs/make_demo_cohort.log",
     conda:
         "../envs/cpu.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+    params:
+        demo=config["demo"],
     script:
         "../workflow_scripts/make_demo_cohort.py"

@@ -12,15 +12,15 @@ rule metrics:
     output:
         segmentation="results/metrics/{image_id}.segmentation.tsv",
         localization="results/metrics/{image_id}.localization.tsv",
-    threads: 1
-    resources:
-        mem_mb=2000,
     log:
         "logs/metrics/{image_id}.log",
     benchmark:
         "results/benchmarks/metrics/{image_id}.tsv"
     conda:
         "../envs/cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
     script:
         "../workflow_scripts/metrics.py"
 
@@ -32,14 +32,16 @@ rule qc:
         points=per_image("results/ground_truth/{image_id}.json", ANNOTATED.index),
         peaks=per_image("results/select_peaks/{image_id}.json", PRED_IDS),
     output:
-        qc=report("results/qc.tsv", caption="../report/qc.rst", category="Quality control"),
-    threads: 1
-    resources:
-        mem_mb=1000,
+        qc=report(
+            "results/qc.tsv", caption="../report/qc.rst", category="Quality control"
+        ),
     log:
         "logs/qc.log",
     conda:
         "../envs/cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
     script:
         "../workflow_scripts/qc.py"
 
@@ -53,21 +55,25 @@ rule tables:
     output:
         table1=multiext("results/tables/table1", ".csv", ".tex"),
         table1_md=report(
-            "results/tables/table1.md", caption="../report/table1.rst", category="Tables"
+            "results/tables/table1.md",
+            caption="../report/table1.rst",
+            category="Tables",
         ),
         table2=multiext("results/tables/table2", ".csv", ".tex"),
         table2_md=report(
-            "results/tables/table2.md", caption="../report/table2.rst", category="Tables"
+            "results/tables/table2.md",
+            caption="../report/table2.rst",
+            category="Tables",
         ),
-    params:
-        sheet=SAMPLES[["image_id", "split", "modality", "group"]].to_dict("records"),
-        settings=config["evaluation"],
-    threads: 1
-    resources:
-        mem_mb=2000,
     log:
         "logs/tables.log",
     conda:
         "../envs/cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    params:
+        sheet=SAMPLES[["image_id", "split", "modality", "group"]].to_dict("records"),
+        settings=config["evaluation"],
     script:
         "../workflow_scripts/tables.py"

@@ -7,17 +7,17 @@ rule levelset_refine:
         geometry="results/preprocess/{image_id}.geometry.json",
     output:
         masks="results/levelset_refine/{image_id}.npz",
-    params:
-        settings=config["levelset"],
-        threshold=config["segmentation"]["threshold"],
-    threads: 1
-    resources:
-        mem_mb=2000,
     log:
         "logs/levelset_refine/{image_id}.log",
     benchmark:
         "results/benchmarks/levelset_refine/{image_id}.tsv"
     conda:
         "../envs/cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    params:
+        settings=config["levelset"],
+        threshold=config["segmentation"]["threshold"],
     script:
         "../workflow_scripts/levelset_refine.py"

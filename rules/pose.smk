@@ -5,17 +5,16 @@ rule pose_infer:
         images=shard_images("posenet", "results/resize/{image_id}.npz"),
     output:
         maps=directory("results/pose_infer/{shard}"),
-    params:
-    threads: 2
-    resources:
-        mem_mb=4000,
-        gpu=1,
     log:
         "logs/pose_infer/{shard}.log",
     benchmark:
         "results/benchmarks/pose_infer/{shard}.tsv"
     conda:
         "../envs/cpu.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        gpu=1,
     script:
         "../workflow_scripts/pose_infer.py"
 
@@ -27,16 +26,16 @@ rule select_peaks:
         geometry="results/preprocess/{image_id}.geometry.json",
     output:
         peaks="results/select_peaks/{image_id}.json",
-    params:
-        settings=config["peaks"],
-    threads: 1
-    resources:
-        mem_mb=500,
     log:
         "logs/select_peaks/{image_id}.log",
     benchmark:
         "results/benchmarks/select_peaks/{image_id}.tsv"
     conda:
         "../envs/cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+    params:
+        settings=config["peaks"],
     script:
         "../workflow_scripts/select_peaks.py"

@@ -5,18 +5,18 @@ rule preprocess:
     output:
         io="results/preprocess/{image_id}.npz",
         geometry="results/preprocess/{image_id}.geometry.json",
-    params:
-        settings=config["preprocess"],
-        spacing=spacing_of,
-    threads: 1
-    resources:
-        mem_mb=2000,
     log:
         "logs/preprocess/{image_id}.log",
     benchmark:
         "results/benchmarks/preprocess/{image_id}.tsv"
     conda:
         "../envs/cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    params:
+        settings=config["preprocess"],
+        spacing=spacing_of,
     script:
         "../workflow_scripts/preprocess.py"
 
@@ -27,15 +27,15 @@ rule resize:
         io="results/preprocess/{image_id}.npz",
     output:
         i="results/resize/{image_id}.npz",
-    threads: 1
-    resources:
-        mem_mb=1000,
     log:
         "logs/resize/{image_id}.log",
     benchmark:
         "results/benchmarks/resize/{image_id}.tsv"
     conda:
         "../envs/cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
     script:
         "../workflow_scripts/resize.py"
 
@@ -48,15 +48,15 @@ rule ground_truth:
     output:
         points="results/ground_truth/{image_id}.json",
         masks="results/ground_truth/{image_id}.npz",
-    threads: 1
-    resources:
-        mem_mb=1000,
     log:
         "logs/ground_truth/{image_id}.log",
     benchmark:
         "results/benchmarks/ground_truth/{image_id}.tsv"
     conda:
         "../envs/cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
     script:
         "../workflow_scripts/ground_truth.py"
 

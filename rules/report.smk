@@ -12,13 +12,13 @@ rule fig9:
             category="Figures",
         ),
         pdf="results/figures/fig9_loss_curves.pdf",
-    threads: 1
-    resources:
-        mem_mb=1000,
     log:
         "logs/fig9.log",
     conda:
         "../envs/cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
     script:
         "../workflow_scripts/fig9.py"
 
@@ -34,21 +34,33 @@ rule fig10:
             category="Figures",
         ),
         pdf="results/figures/fig10_centre_error.pdf",
-    threads: 1
-    resources:
-        mem_mb=1000,
     log:
         "logs/fig10.log",
     conda:
         "../envs/cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
     script:
         "../workflow_scripts/fig10.py"
 
 
 rule overlays:
-    """Per-image overlays (best, median and worst test images by PN+MNet+LS Dice)."""
+    """Per-image overlays: the best, worst and median test images by PN+MNet+LS Dice."""
     input:
         segmentation=per_image("results/metrics/{image_id}.segmentation.tsv", EVAL_IDS),
+        points=per_image("results/ground_truth/{image_id}.json", EVAL_IDS),
+        peaks=per_image("results/select_peaks/{image_id}.json", EVAL_IDS),
+        refined=per_image("results/levelset_refine/{image_id}.npz", EVAL_IDS),
+        mnet=sorted(
+            {f"results/mnet_infer/{SHARD_OF['segmentation'][i]}" for i in EVAL_IDS}
+        ),
+        mnet_whole=sorted(
+            {
+                f"results/mnet_whole_infer/{SHARD_OF['whole_image'][i]}"
+                for i in EVAL_IDS
+            }
+        ),
     output:
         overlays=report(
             directory("results/figures/overlays"),
@@ -56,16 +68,16 @@ rule overlays:
             caption="../report/overlays.rst",
             category="Overlays",
         ),
-    params:
-        n=config["evaluation"]["overlays"],
-        images={i: SAMPLES.loc[i, "image"] for i in EVAL_IDS},
-        shards=SHARD_OF,
-    threads: 1
-    resources:
-        mem_mb=4000,
     log:
         "logs/overlays.log",
     conda:
         "../envs/cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        n=config["evaluation"]["overlays"],
+        images={i: SAMPLES.loc[i, "image"] for i in EVAL_IDS},
+        shard_of=SHARD_OF,
     script:
         "../workflow_scripts/overlays.py"

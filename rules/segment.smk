@@ -5,17 +5,17 @@ rule crop:
         peaks="results/select_peaks/{image_id}.json",
     output:
         patches="results/crop/{image_id}.npz",
-    params:
-        patch_size=config["segmentation"]["patch_size"],
-    threads: 1
-    resources:
-        mem_mb=1500,
     log:
         "logs/crop/{image_id}.log",
     benchmark:
         "results/benchmarks/crop/{image_id}.tsv"
     conda:
         "../envs/cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=1500,
+    params:
+        patch_size=config["segmentation"]["patch_size"],
     script:
         "../workflow_scripts/crop.py"
 
@@ -25,21 +25,23 @@ rule mnet_infer:
     input:
         model=model_path("segmentation", "mnet_model", "mnet"),
         patches=shard_images("segmentation", "results/crop/{image_id}.npz"),
-        geometry=shard_images("segmentation", "results/preprocess/{image_id}.geometry.json"),
+        geometry=shard_images(
+            "segmentation", "results/preprocess/{image_id}.geometry.json"
+        ),
     output:
         masks=directory("results/mnet_infer/{shard}"),
-    params:
-        threshold=config["segmentation"]["threshold"],
-    threads: 2
-    resources:
-        mem_mb=6000,
-        gpu=1,
     log:
         "logs/mnet_infer/{shard}.log",
     benchmark:
         "results/benchmarks/mnet_infer/{shard}.tsv"
     conda:
         "../envs/cpu.yaml"
+    threads: 2
+    resources:
+        mem_mb=6000,
+        gpu=1,
+    params:
+        threshold=config["segmentation"]["threshold"],
     script:
         "../workflow_scripts/segment_infer.py"
 
@@ -49,21 +51,23 @@ rule unet_infer:
     input:
         model=model_path("segmentation", "unet_model", "unet"),
         patches=shard_images("segmentation", "results/crop/{image_id}.npz"),
-        geometry=shard_images("segmentation", "results/preprocess/{image_id}.geometry.json"),
+        geometry=shard_images(
+            "segmentation", "results/preprocess/{image_id}.geometry.json"
+        ),
     output:
         masks=directory("results/unet_infer/{shard}"),
-    params:
-        threshold=config["segmentation"]["threshold"],
-    threads: 2
-    resources:
-        mem_mb=6000,
-        gpu=1,
     log:
         "logs/unet_infer/{shard}.log",
     benchmark:
         "results/benchmarks/unet_infer/{shard}.tsv"
     conda:
         "../envs/cpu.yaml"
+    threads: 2
+    resources:
+        mem_mb=6000,
+        gpu=1,
+    params:
+        threshold=config["segmentation"]["threshold"],
     script:
         "../workflow_scripts/segment_infer.py"
 
@@ -73,20 +77,21 @@ rule mnet_whole_infer:
     input:
         model=model_path("whole_image", "mnet_model", "mnet_whole"),
         images=shard_images("whole_image", "results/resize/{image_id}.npz"),
-        geometry=shard_images("whole_image", "results/preprocess/{image_id}.geometry.json"),
+        geometry=shard_images(
+            "whole_image", "results/preprocess/{image_id}.geometry.json"
+        ),
     output:
         masks=directory("results/mnet_whole_infer/{shard}"),
-    params:
-    threads: 2
-    resources:
-        mem_mb=6000,
-        gpu=1,
     log:
         "logs/mnet_whole_infer/{shard}.log",
     benchmark:
         "results/benchmarks/mnet_whole_infer/{shard}.tsv"
     conda:
         "../envs/cpu.yaml"
+    threads: 2
+    resources:
+        mem_mb=6000,
+        gpu=1,
     script:
         "../workflow_scripts/whole_infer.py"
 
@@ -96,19 +101,20 @@ rule unet_whole_infer:
     input:
         model=model_path("whole_image", "unet_model", "unet_whole"),
         images=shard_images("whole_image", "results/resize/{image_id}.npz"),
-        geometry=shard_images("whole_image", "results/preprocess/{image_id}.geometry.json"),
+        geometry=shard_images(
+            "whole_image", "results/preprocess/{image_id}.geometry.json"
+        ),
     output:
         masks=directory("results/unet_whole_infer/{shard}"),
-    params:
-    threads: 2
-    resources:
-        mem_mb=6000,
-        gpu=1,
     log:
         "logs/unet_whole_infer/{shard}.log",
     benchmark:
         "results/benchmarks/unet_whole_infer/{shard}.tsv"
     conda:
         "../envs/cpu.yaml"
+    threads: 2
+    resources:
+        mem_mb=6000,
+        gpu=1,
     script:
         "../workflow_scripts/whole_infer.py"

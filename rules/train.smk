@@ -10,21 +10,21 @@ rule train_posenet:
     output:
         model="results/models/posenet.keras",
         history="results/models/posenet.history.csv",
-    params:
-        train_ids=TRAIN_IDS,
-        val_ids=VAL_IDS,
-        settings=config["posenet"],
-        training=config["training"],
-    threads: 2
-    resources:
-        mem_mb=8000,
-        gpu=1,
     log:
         "logs/train_posenet.log",
     benchmark:
         "results/benchmarks/train_posenet.tsv"
     conda:
         "../envs/cpu.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        gpu=1,
+    params:
+        train_ids=TRAIN_IDS,
+        val_ids=VAL_IDS,
+        settings=config["posenet"],
+        training=config["training"],
     script:
         "../workflow_scripts/train_posenet.py"
 
@@ -37,18 +37,18 @@ rule train_patches:
         masks="results/ground_truth/{image_id}.npz",
     output:
         patches="results/train_patches/{image_id}.npz",
-    params:
-        settings=config["segmentation"],
-        seed=config["training"]["seed"],
-    threads: 1
-    resources:
-        mem_mb=2000,
     log:
         "logs/train_patches/{image_id}.log",
     benchmark:
         "results/benchmarks/train_patches/{image_id}.tsv"
     conda:
         "../envs/cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    params:
+        settings=config["segmentation"],
+        seed=config["training"]["seed"],
     script:
         "../workflow_scripts/train_patches.py"
 
@@ -60,22 +60,22 @@ rule train_mnet:
     output:
         model="results/models/mnet.keras",
         history="results/models/mnet.history.csv",
-    params:
-        arch="mnet",
-        train_ids=TRAIN_IDS,
-        val_ids=VAL_IDS,
-        settings=config["segmentation"],
-        training=config["training"],
-    threads: 2
-    resources:
-        mem_mb=8000,
-        gpu=1,
     log:
         "logs/train_mnet.log",
     benchmark:
         "results/benchmarks/train_mnet.tsv"
     conda:
         "../envs/cpu.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        gpu=1,
+    params:
+        arch="mnet",
+        train_ids=TRAIN_IDS,
+        val_ids=VAL_IDS,
+        settings=config["segmentation"],
+        training=config["training"],
     script:
         "../workflow_scripts/train_segmentation.py"
 
@@ -87,22 +87,22 @@ rule train_unet:
     output:
         model="results/models/unet.keras",
         history="results/models/unet.history.csv",
-    params:
-        arch="unet",
-        train_ids=TRAIN_IDS,
-        val_ids=VAL_IDS,
-        settings=config["segmentation"],
-        training=config["training"],
-    threads: 2
-    resources:
-        mem_mb=8000,
-        gpu=1,
     log:
         "logs/train_unet.log",
     benchmark:
         "results/benchmarks/train_unet.tsv"
     conda:
         "../envs/cpu.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        gpu=1,
+    params:
+        arch="unet",
+        train_ids=TRAIN_IDS,
+        val_ids=VAL_IDS,
+        settings=config["segmentation"],
+        training=config["training"],
     script:
         "../workflow_scripts/train_segmentation.py"
 
@@ -115,22 +115,22 @@ rule train_mnet_whole:
     output:
         model="results/models/mnet_whole.keras",
         history="results/models/mnet_whole.history.csv",
-    params:
-        arch="mnet",
-        train_ids=TRAIN_IDS,
-        val_ids=VAL_IDS,
-        settings=config["whole_image"],
-        training=config["training"],
-    threads: 2
-    resources:
-        mem_mb=8000,
-        gpu=1,
     log:
         "logs/train_mnet_whole.log",
     benchmark:
         "results/benchmarks/train_mnet_whole.tsv"
     conda:
         "../envs/cpu.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        gpu=1,
+    params:
+        arch="mnet",
+        train_ids=TRAIN_IDS,
+        val_ids=VAL_IDS,
+        settings=config["whole_image"],
+        training=config["training"],
     script:
         "../workflow_scripts/train_whole.py"
 
@@ -143,21 +143,21 @@ rule train_unet_whole:
     output:
         model="results/models/unet_whole.keras",
         history="results/models/unet_whole.history.csv",
-    params:
-        arch="unet",
-        train_ids=TRAIN_IDS,
-        val_ids=VAL_IDS,
-        settings=config["whole_image"],
-        training=config["training"],
-    threads: 2
-    resources:
-        mem_mb=8000,
-        gpu=1,
     log:
         "logs/train_unet_whole.log",
     benchmark:
         "results/benchmarks/train_unet_whole.tsv"
     conda:
         "../envs/cpu.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        gpu=1,
+    params:
+        arch="unet",
+        train_ids=TRAIN_IDS,
+        val_ids=VAL_IDS,
+        settings=config["whole_image"],
+        training=config["training"],
     script:
         "../workflow_scripts/train_whole.py"

@@ -4,11 +4,12 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from lumbar_core.phantom import demo_contact_sheet, write_demo_cohort
+from lumbar_core.phantom import write_demo_cohort
+from lumbar_core.stages import run_contact_sheet
 
 demo = snakemake.params.demo
 sheet = write_demo_cohort(
-    snakemake.config["demo"]["out_dir"],
+    demo["out_dir"],
     seed=demo["seed"],
     n_train=demo["n_train"],
     n_val=demo["n_val"],
@@ -16,5 +17,5 @@ sheet = write_demo_cohort(
     difficulty=demo["difficulty"],
     workers=snakemake.threads,
 )
-demo_contact_sheet(sheet, snakemake.output.contact_sheet, n=demo.get("contact_sheet_images", 8))
+run_contact_sheet(sheet, snakemake.output.contact_sheet, n=demo["contact_sheet_images"])
 print(f"wrote {sheet}", file=sys.stderr)
