@@ -6,7 +6,8 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# The defaults live beside this file, so that --directory can point anywhere.
+configfile: f"{workflow.basedir}/config.yaml"
 
 
 report: "report/workflow.rst"

@@ -152,8 +152,10 @@ def run_ground_truth(annotation_path, geometry_path, out_points, out_masks) -> d
     vert = ann["vertebrae"]
     centres = np.array([vert[name]["centre"] for name in LEVELS], dtype=np.float64)
     outlines = np.array([vert[name]["outline"] for name in LEVELS], dtype=np.float64)
+    # The spacing of the image (DICOM tag or sample sheet) wins over the annotation's.
+    spacing = record.get("pixel_spacing_mm") or ann.get("pixel_spacing_mm")
     out = {**_record("ok"), "levels": list(LEVELS), "anterior": ann.get("anterior"),
-           "pixel_spacing_mm": ann.get("pixel_spacing_mm")}
+           "pixel_spacing_mm": spacing}
     masks = {}
     for space in ("input", "io", "i"):
         c = geometry.input_to(space, centres) if space != "input" else centres
@@ -358,8 +360,8 @@ def run_metrics(image_id: str, points_path, masks_path, peaks_path, prediction_p
         errors = centre_errors(pred_io, gt_io)
         spacing = points.get("pixel_spacing_mm")
         if spacing:
-            d_in = np.array(peaks["centres_input"]) - np.array(points["centres_input"])
-            errors_mm = np.hypot(d_in[:, 0] * spacing[1], d_in[:, 1] * spacing[0])
+            errors_mm = centre_errors(peaks["centres_input"], points["centres_input"],
+                                      spacing=spacing)
         else:
             errors_mm = np.full(5, np.nan)
         success = detection_success(pred_io, gt_io)
@@ -404,7 +406,7 @@ def read_rows(paths):
     """Concatenate per-image TSV tables into one DataFrame."""
     import pandas as pd
 
-    frames = [io.read_table(p) for p in paths]
+    frames = [io.read_table(p, dtype={"image_id": str}) for p in paths]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
