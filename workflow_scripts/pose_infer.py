@@ -5,9 +5,9 @@ import sys
 log = open(snakemake.log[0], "w", buffering=1)
 sys.stderr = sys.stdout = log
 
-from lumbar_core.gpu import gpu_slot, slots_from_env
+from lumbar_core.gpu import claim_gpu_for_job
 
-with gpu_slot(slots_from_env()):
+with claim_gpu_for_job():
     from lumbar_core.model_stages import run_pose_infer
 
     run_pose_infer(snakemake.input.model, snakemake.input.images, snakemake.output.maps, log=log)

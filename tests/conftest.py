@@ -1,0 +1,68 @@
+"""Shared fixtures: a tiny demo cohort and a tiny configuration for workflow tests."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+
+#: Settings small enough for a workflow test on 2 CPU cores (models train a few epochs).
+TINY = {
+    "demo": {"out_dir": "resources/demo", "seed": 3, "n_train": 4, "n_val": 2,
+             "n_test_per_stratum": 1, "difficulty": 1.0, "contact_sheet_images": 4},
+    "posenet": {"width": 4, "epochs": 2, "warmup_epochs": 1, "patience": 2, "shard_size": 3},
+    "segmentation": {"filters": [4, 8, 8, 16, 16], "epochs": 2, "warmup_epochs": 1,
+                     "patience": 2, "shard_size": 3, "jitter_copies": 1},
+    "whole_image": {"filters": [4, 8, 8, 16, 16], "epochs": 2, "warmup_epochs": 1,
+                    "patience": 2, "shard_size": 3},
+    "levelset": {"iterations": 20},
+    "evaluation": {"n_boot": 200, "seed": 0, "overlays": 2},
+}
+
+
+def run_snakemake(workdir, *args, configfile=None, check=True, timeout=1500, env=None):
+    """Run the real ``snakemake`` CLI on the repo's Snakefile in ``workdir``."""
+    cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--cores", "2", "--rerun-incomplete", "--nolock", "--show-failed-logs"]
+    if configfile:
+        cmd += ["--configfile", str(configfile)]
+    proc = subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-6000:]}\n"
+                             f"{proc.stderr[-6000:]}")
+    return proc
+
+
+def write_config(workdir, **overrides) -> Path:
+    """A config file in ``workdir``: the repo's config.yaml, TINY and ``overrides`` merged."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+
+    def merge(base, extra):
+        for key, value in extra.items():
+            if isinstance(value, dict) and isinstance(base.get(key), dict):
+                merge(base[key], value)
+            else:
+                base[key] = value
+
+    merge(config, TINY)
+    merge(config, overrides)
+    path = Path(workdir) / "config.test.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_cohort(tmp_path_factory):
+    """A tiny demo cohort (10 images) written by the library, shared by the tests."""
+    from lumbar_core.phantom import write_demo_cohort
+
+    folder = tmp_path_factory.mktemp("cohort")
+    demo = TINY["demo"]
+    return write_demo_cohort(folder, seed=demo["seed"], n_train=demo["n_train"],
+                             n_val=demo["n_val"], n_test_per_stratum=demo["n_test_per_stratum"])
