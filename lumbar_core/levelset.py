@@ -69,7 +69,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["LevelSetParams", "edge_indicator", "drlse_evolve", "refine_mask"]
+__all__ = ["LevelSetParams", "edge_indicator", "drlse_evolve", "refine_mask", "search_parameters"]
 
 _POTENTIALS = ("double_well", "single_well")
 # Li's demo adds this to |grad phi| before dividing, to avoid a division by zero.
@@ -604,3 +604,68 @@ def _active_box(pad, r0, r1, c0, c1, eps):
         return None
     col_idx = np.flatnonzero(active_cols)
     return r0 + row_idx[0], r0 + row_idx[-1] + 1, c0 + col_idx[0], c0 + col_idx[-1] + 1
+
+
+def search_parameters(patches, masks, truths, grid: dict, *,
+                      base: LevelSetParams = LevelSetParams()):
+    """Grid search of level-set coefficients by mean Dice against the true masks.
+
+    Meant for a validation split only (never the test split): the workflow's
+    ``tune_levelset`` rule runs it on validation patches with the network's masks.
+
+    Parameters
+    ----------
+    patches : (K, P, P) ndarray
+        Patches ``Ip`` in [0, 1].
+    masks : (K, P, P) bool ndarray
+        The network's masks ``y_seg`` (the level set's initial contour and fidelity).
+    truths : (K, P, P) bool ndarray
+        Ground-truth masks of the centre vertebra.
+    grid : dict of str to sequence
+        Field of :class:`LevelSetParams` to the values to try, e.g.
+        ``{"lam": [0.1, 0.2], "alpha": [-0.5, 0.0]}``; every combination is run.
+    base : LevelSetParams
+        Values of the fields not in ``grid``.
+
+    Returns
+    -------
+    list of dict
+        One row per combination (plus a first row ``refined=False`` with the Dice of the
+        network masks themselves): the grid values, ``dice_mean``, ``dice_sd``,
+        ``converged_pct``, ``mean_iterations``. Sorted as run.
+    """
+    import itertools
+    from dataclasses import replace
+
+    patches = np.asarray(patches, dtype=np.float64)
+    masks = np.asarray(masks, dtype=bool)
+    truths = np.asarray(truths, dtype=bool)
+    if not (patches.shape == masks.shape == truths.shape) or patches.ndim != 3:
+        raise ValueError("patches, masks and truths must be (K, P, P) arrays of one shape; "
+                         f"got {patches.shape}, {masks.shape}, {truths.shape}")
+    unknown = set(grid) - set(LevelSetParams.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"grid names unknown LevelSetParams fields: {sorted(unknown)}")
+
+    def dice(a, b):
+        total = a.sum() + b.sum()
+        return 1.0 if total == 0 else 2.0 * np.logical_and(a, b).sum() / total
+
+    base_dice = [dice(m, t) for m, t in zip(masks, truths)]
+    rows = [{**{k: None for k in grid}, "refined": False, "dice_mean": float(np.mean(base_dice)),
+             "dice_sd": float(np.std(base_dice)), "converged_pct": np.nan,
+             "mean_iterations": 0.0}]
+    names = list(grid)
+    for values in itertools.product(*(grid[k] for k in names)):
+        params = replace(base, **dict(zip(names, values)))
+        scores, converged, iterations = [], 0, 0
+        for patch, mask, truth in zip(patches, masks, truths):
+            refined, info = refine_mask(patch, mask, params=params)
+            scores.append(dice(refined, truth))
+            converged += bool(info.get("converged"))
+            iterations += int(info.get("iterations", 0))
+        rows.append({**dict(zip(names, values)), "refined": True,
+                     "dice_mean": float(np.mean(scores)), "dice_sd": float(np.std(scores)),
+                     "converged_pct": 100.0 * converged / len(patches),
+                     "mean_iterations": iterations / len(patches)})
+    return rows

@@ -1,3 +1,28 @@
+rule tune_levelset:
+    """Paper 2.4: level-set coefficients chosen by a grid search on the validation split."""
+    input:
+        model=model_path("segmentation", "mnet_model", "mnet"),
+        patches=per_image("results/train_patches/{image_id}.npz", VAL_IDS),
+    output:
+        table="results/levelset/tuning.csv",
+        params="results/levelset/params.json",
+    log:
+        "logs/tune_levelset.log",
+    benchmark:
+        "results/benchmarks/tune_levelset.tsv"
+    conda:
+        "../envs/cpu.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+    params:
+        settings=config["levelset"],
+        threshold=config["segmentation"]["threshold"],
+        seed=config["training"]["seed"],
+    script:
+        "../workflow_scripts/tune_levelset.py"
+
+
 rule levelset_refine:
     """Paper 2.4: DRLSE with the network-mask fidelity, for PN+MNet and PN+UNet."""
     input:
@@ -5,6 +30,7 @@ rule levelset_refine:
         mnet=shard_dir("segmentation", "mnet_infer"),
         unet=shard_dir("segmentation", "unet_infer"),
         geometry="results/preprocess/{image_id}.geometry.json",
+        params="results/levelset/params.json",
     output:
         masks="results/levelset_refine/{image_id}.npz",
     log:
@@ -17,7 +43,6 @@ rule levelset_refine:
     resources:
         mem_mb=2000,
     params:
-        settings=config["levelset"],
         threshold=config["segmentation"]["threshold"],
     script:
         "../workflow_scripts/levelset_refine.py"

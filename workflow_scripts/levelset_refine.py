@@ -5,6 +5,7 @@ from pathlib import Path
 
 sys.stderr = open(snakemake.log[0], "w")
 
+from lumbar_core.io import read_json
 from lumbar_core.levelset import LevelSetParams
 from lumbar_core.stages import run_levelset
 
@@ -14,7 +15,7 @@ record = run_levelset(
     {m: Path(snakemake.input[m]) / f"{image_id}.npz" for m in ("mnet", "unet")},
     snakemake.input.geometry,
     snakemake.output.masks,
-    params=LevelSetParams(**snakemake.params.settings),
+    params=LevelSetParams(**read_json(snakemake.input.params)),
     threshold=snakemake.params.threshold,
 )
 for key, info in record.get("levelset", {}).items():
