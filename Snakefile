@@ -21,6 +21,7 @@ include: "rules/train.smk"
 include: "rules/segment.smk"
 include: "rules/levelset.smk"
 include: "rules/evaluate.smk"
+include: "rules/morphometry.smk"
 include: "rules/report.smk"
 
 

@@ -90,7 +90,8 @@ def run_train_posenet(image_paths, point_paths, out_model, out_history, *, train
     train_seq = HeatmapSequence(*_heatmap_data(tr_i, tr_p), augment=True, seed=training["seed"],
                                 augment_kwargs=_augment_kwargs(training), **kw)
     val_seq = HeatmapSequence(*_heatmap_data(va_i, va_p), augment=False, seed=training["seed"], **kw)
-    model = build_posenet(width=settings["width"])
+    model = build_posenet(width=settings["width"], depth=settings["depth"],
+                          downsample=settings["downsample"])
     return _fit(model, train_seq, val_seq, loss=posenet_loss(), settings=settings,
                 training=training, out_model=out_model, out_history=out_history, log=log)
 

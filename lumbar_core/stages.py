@@ -455,36 +455,47 @@ def run_fig9(history_paths, out_stem) -> None:
 
 
 def run_overlays(segmentation_paths, inputs: dict, out_dir, *, n: int) -> list[str]:
-    """Rule ``overlays``: the best, worst and median test images by PN+MNet+LS Dice.
+    """Rule ``overlays``: input image, GT outlines, centres and each method's outlines.
 
-    ``inputs`` maps each image id to the paths of its ``image``, ground truth ``points``,
-    ``peaks``, ``refined`` masks and the per-image npz of ``mnet`` and ``mnet_whole``.
-    Returns the ids drawn, best first.
+    With evaluated images (``segmentation_paths`` not empty) the best, worst and median
+    images by PN+MNet+LS Dice come first; without ground truth (inference only) the first
+    ``n`` images are drawn. ``inputs`` maps each image id to the paths of its ``image``,
+    ``peaks``, ``refined`` masks, the per-image npz of ``mnet`` and ``mnet_whole`` and,
+    where annotated, its ground truth ``points``. Returns the ids drawn.
     """
     from .plots import plot_overlay
     from .preprocess import normalise_intensity
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    seg = read_rows(segmentation_paths)
-    ours = seg[(seg["method"] == "PN+MNet+LS") & (seg["level"] == "all")
-               & (seg["status"] == "ok")].sort_values(["dice", "image_id"])
-    ids = list(ours["image_id"])
-    if not ids or n == 0:
-        return []
-    chosen = list(dict.fromkeys([ids[-1], ids[0], ids[len(ids) // 2]] + ids[::-1]))[:n]
+    dice = {}
+    if segmentation_paths:
+        seg = read_rows(segmentation_paths)
+        ours = seg[(seg["method"] == "PN+MNet+LS") & (seg["level"] == "all")
+                   & (seg["status"] == "ok")].sort_values(["dice", "image_id"])
+        dice = dict(zip(ours["image_id"], ours["dice"]))
+        ids = list(dice)
+        ids = [ids[-1], ids[0], ids[len(ids) // 2]] + ids[::-1] if ids else []
+    else:
+        ids = sorted(inputs)
+    chosen = list(dict.fromkeys(ids))[:n]
     for rank, image_id in enumerate(chosen):
         paths = inputs[image_id]
         raw, _ = io.read_image(paths["image"])
-        points, peaks = io.read_json(paths["points"]), io.read_json(paths["peaks"])
-        masks = {"Orig MNet": io.load_npz(paths["mnet_whole"])["labels_input"],
-                 "PN+MNet": io.load_npz(paths["mnet"])["labels_input"],
-                 "PN+MNet+LS": io.load_npz(paths["refined"])["mnet_labels_input"]}
-        dice = float(ours.loc[ours["image_id"] == image_id, "dice"].iloc[0])
+        peaks = io.read_json(paths["peaks"])
+        refined = io.load_npz(paths["refined"])
+        masks = {}
+        if status_of(refined)[0] == "ok":
+            masks = {"Orig MNet": io.load_npz(paths["mnet_whole"])["labels_input"],
+                     "PN+MNet": io.load_npz(paths["mnet"])["labels_input"],
+                     "PN+MNet+LS": refined["mnet_labels_input"]}
+        points = io.read_json(paths["points"]) if paths.get("points") else {}
+        title = image_id + (f": PN+MNet+LS Dice {dice[image_id]:.3f}" if image_id in dice else
+                            f": {peaks.get('status')} {peaks.get('message', '')}")
         plot_overlay(normalise_intensity(raw), out_dir / f"{rank:02d}_{image_id}",
-                     gt_outlines=points["outlines_input"], gt_centres=points["centres_input"],
-                     pred_centres=peaks.get("centres_input"), pred_masks=masks,
-                     title=f"{image_id}: PN+MNet+LS Dice {dice:.3f}")
+                     gt_outlines=points.get("outlines_input"),
+                     gt_centres=points.get("centres_input"),
+                     pred_centres=peaks.get("centres_input"), pred_masks=masks, title=title)
     return chosen
 
 
@@ -505,3 +516,84 @@ def run_contact_sheet(sheet_path, out_path, *, n: int = 8) -> None:
         annotations.append(io.read_annotation(row["annotation"]))
         titles.append(f"{image_id} ({row['modality']}, {row['group']})")
     contact_sheet(images, annotations, out_path, titles=titles)
+
+
+# --------------------------------------------------------------------------- beyond the paper
+
+
+def run_morphometry(image_id: str, refined_path, geometry_path, out, *, points_path=None,
+                    masks_path=None) -> None:
+    """Rule ``morphometry``: heights and Genant grades of L1..L5 for one image.
+
+    Rows for the pipeline's masks (``source = "PN+MNet+LS"``, in the input grid, with the
+    image's pixel spacing) and, where the image is annotated, for the ground-truth masks
+    (``"ground truth mask"``, the method's ceiling), each with the annotation's own grade,
+    type and outline heights as ``true_*`` columns.
+    """
+    import pandas as pd
+
+    from .morphometry import heights_from_outline, measure_spine
+
+    refined = io.load_npz(refined_path)
+    status, message = status_of(refined)
+    geometry = io.read_json(geometry_path)
+    spacing = geometry.get("pixel_spacing_mm")
+    frames = []
+    if status == "ok":
+        frames.append(measure_spine(refined["mnet_labels_input"], spacing_mm=spacing)
+                      .assign(source="PN+MNet+LS"))
+    points = io.read_json(points_path) if points_path else {}
+    if points.get("status") == "ok":
+        gt = measure_spine(io.load_npz(masks_path)["input"], spacing_mm=spacing,
+                           anterior=points.get("anterior"))
+        frames.append(gt.assign(source="ground truth mask"))
+        truth = pd.DataFrame([heights_from_outline(np.array(o), spacing_mm=spacing)
+                              for o in points["outlines_input"]])
+        truth = truth.add_prefix("true_").assign(level=list(LEVELS),
+                                                 true_grade=points["genant_grade"],
+                                                 true_type=points["genant_type"])
+        frames = [f.merge(truth, on="level", how="left") for f in frames]
+    if not frames:
+        table = pd.DataFrame({"level": list(LEVELS), "source": "PN+MNet+LS"})
+    else:
+        table = pd.concat(frames, ignore_index=True)
+    table.insert(0, "image_id", image_id)
+    table["status"] = status if status != "ok" else "ok"
+    table["message"] = message
+    io.write_table(out, table)
+
+
+def run_morphometry_summary(paths, out_rows, out_agreement, out_counts) -> dict:
+    """Rule ``morphometry_table``: the cohort's heights, grade counts and agreement.
+
+    Agreement with the annotated grades (confusion matrix, weighted kappa, sensitivity and
+    specificity for "any fracture" and "grade >= 2", mean absolute height error) is given
+    for the ground-truth masks (the ceiling of the method) and for the pipeline's masks.
+    """
+    import pandas as pd
+
+    from .morphometry import agreement
+
+    rows = read_rows(paths)
+    io.write_table(out_rows, rows)
+    counts = (rows.dropna(subset=["grade"]).groupby(["source", "grade"]).size()
+              .rename("vertebrae").reset_index()) if "grade" in rows else pd.DataFrame()
+    io.write_table(out_counts, counts)
+    summary = []
+    if "true_grade" in rows:
+        for source, group in rows.dropna(subset=["true_grade"]).groupby("source"):
+            stats = agreement(group["true_grade"].tolist(), group["grade"].tolist())
+            unit = "mm" if group["true_ha_mm"].notna().any() else "px"
+            errors = np.concatenate([np.abs(group[f"{h}_{unit}"] - group[f"true_{h}_{unit}"])
+                                     for h in ("ha", "hm", "hp")])
+            summary.append({"source": source, "n": stats["n"], "n_missing": stats["n_missing"],
+                            "kappa_linear": stats["kappa_linear"],
+                            "kappa_quadratic": stats["kappa_quadratic"],
+                            "sensitivity_any": stats["sensitivity_any"],
+                            "specificity_any": stats["specificity_any"],
+                            "sensitivity_ge2": stats["sensitivity_ge2"],
+                            "specificity_ge2": stats["specificity_ge2"],
+                            f"height_mae_{unit}": float(np.nanmean(errors)),
+                            "confusion": stats["confusion"].tolist()})
+    io.write_table(out_agreement, pd.DataFrame(summary))
+    return {"rows": len(rows), "agreement": summary}

@@ -103,6 +103,8 @@ def all_targets():
     targets = ["results/qc.tsv"]
     targets += per_image("results/select_peaks/{image_id}.json", PRED_IDS)
     targets += per_image("results/levelset_refine/{image_id}.npz", PRED_IDS)
+    if PRED_IDS:
+        targets += ["results/tables/morphometry.tsv", "results/figures/overlays"]
     if EVAL_IDS:
         targets += expand(
             "results/tables/{table}.{ext}",
@@ -113,5 +115,4 @@ def all_targets():
             "results/figures/fig9_loss_curves.png",
             "results/figures/fig10_centre_error.png",
         ]
-        targets += ["results/figures/overlays"]
     return targets

@@ -46,20 +46,15 @@ rule fig10:
 
 
 rule overlays:
-    """Per-image overlays: the best, worst and median test images by PN+MNet+LS Dice."""
+    """Per-image overlays: best, worst and median test images (or the first unlabelled ones)."""
     input:
         segmentation=per_image("results/metrics/{image_id}.segmentation.tsv", EVAL_IDS),
         points=per_image("results/ground_truth/{image_id}.json", EVAL_IDS),
-        peaks=per_image("results/select_peaks/{image_id}.json", EVAL_IDS),
-        refined=per_image("results/levelset_refine/{image_id}.npz", EVAL_IDS),
-        mnet=sorted(
-            {f"results/mnet_infer/{SHARD_OF['segmentation'][i]}" for i in EVAL_IDS}
-        ),
+        peaks=per_image("results/select_peaks/{image_id}.json", PRED_IDS),
+        refined=per_image("results/levelset_refine/{image_id}.npz", PRED_IDS),
+        mnet=sorted({f"results/mnet_infer/{s}" for s in SHARDS["segmentation"]}),
         mnet_whole=sorted(
-            {
-                f"results/mnet_whole_infer/{SHARD_OF['whole_image'][i]}"
-                for i in EVAL_IDS
-            }
+            {f"results/mnet_whole_infer/{s}" for s in SHARDS["whole_image"]}
         ),
     output:
         overlays=report(
@@ -77,7 +72,8 @@ rule overlays:
         mem_mb=4000,
     params:
         n=config["evaluation"]["overlays"],
-        images={i: SAMPLES.loc[i, "image"] for i in EVAL_IDS},
+        images={i: SAMPLES.loc[i, "image"] for i in PRED_IDS},
+        annotated=EVAL_IDS,
         shard_of=SHARD_OF,
     script:
         "../workflow_scripts/overlays.py"

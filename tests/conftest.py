@@ -15,12 +15,12 @@ SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 TINY = {
     "demo": {"out_dir": "resources/demo", "seed": 3, "n_train": 4, "n_val": 2,
              "n_test_per_stratum": 1, "difficulty": 1.0, "contact_sheet_images": 4},
-    "posenet": {"width": 4, "epochs": 2, "warmup_epochs": 1, "patience": 2, "shard_size": 3},
+    "posenet": {"width": 4, "depth": 3, "epochs": 2, "warmup_epochs": 1, "patience": 2, "shard_size": 3},
     "segmentation": {"filters": [4, 8, 8, 16, 16], "epochs": 2, "warmup_epochs": 1,
                      "patience": 2, "shard_size": 3, "jitter_copies": 1},
     "whole_image": {"filters": [4, 8, 8, 16, 16], "epochs": 2, "warmup_epochs": 1,
                     "patience": 2, "shard_size": 3},
-    "levelset": {"iterations": 20},
+    "levelset": {"iterations": 20, "search": {"lam": [0.2], "alpha": [0.0], "mu_l": [5.0]}},
     "evaluation": {"n_boot": 200, "seed": 0, "overlays": 2},
 }
 

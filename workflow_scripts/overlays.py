@@ -7,10 +7,11 @@ sys.stderr = open(snakemake.log[0], "w")
 from lumbar_core.stages import run_overlays
 
 shard_of = snakemake.params.shard_of
+annotated = set(snakemake.params.annotated)
 inputs = {
     i: {
         "image": path,
-        "points": f"results/ground_truth/{i}.json",
+        "points": f"results/ground_truth/{i}.json" if i in annotated else None,
         "peaks": f"results/select_peaks/{i}.json",
         "refined": f"results/levelset_refine/{i}.npz",
         "mnet": f"results/mnet_infer/{shard_of['segmentation'][i]}/{i}.npz",

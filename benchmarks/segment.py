@@ -1,0 +1,122 @@
+"""Speed and memory of the M-net and the U-net (paper 2.3, Table 2).
+
+For each network (M-net, U-net), width (the default CPU filters (8, 16, 32, 64, 128)
+and the paper's (32, 64, 128, 256, 512)) and input (a 224 x 224 vertebra patch with
+2 classes; with ``--whole`` also the 512 x 256 whole image with 6 classes), in a fresh
+Python process, the script prints the parameter count, the inference time per image of
+``lumbar_core.models.predict_segmentation`` with batches of 1 and of 8 (a shard; the
+five patches of an image make one batch of 5 in the workflow), the time of one
+training step (batch 4, Eq. 8 loss, Adam) and the peak resident memory
+(``resource.getrusage``). Times are medians after one untimed call. The device is
+whatever Keras uses: a GPU if one is visible, else the CPU.
+
+Usage: ``python benchmarks/segment.py [--archs mnet unet] [--widths cpu paper] [--whole] [--repeats N]``
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+_ROOT = Path(__file__).resolve().parents[1]
+FILTERS = {"cpu": (8, 16, 32, 64, 128), "paper": (32, 64, 128, 256, 512)}
+INPUTS = {"patch": ((224, 224, 1), 2), "whole": ((512, 256, 1), 6)}
+
+
+def _median_s(run, repeats):
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def _devices():
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        return ", ".join(d.name for d in gpus) or "CPU"
+    return keras.backend.backend()
+
+
+def measure(arch, width, kind, repeats):
+    """Measure one configuration in this process; returns a dict of figures."""
+    if str(_ROOT) not in sys.path:
+        sys.path.insert(0, str(_ROOT))
+    import keras
+
+    from lumbar_core.models import build_mnet, build_unet, mnet_loss, predict_segmentation, unet_loss
+
+    keras.utils.set_random_seed(0)
+    input_shape, num_classes = INPUTS[kind]
+    build, loss = (build_mnet, mnet_loss) if arch == "mnet" else (build_unet, unet_loss)
+    model = build(input_shape, num_classes=num_classes, filters=FILTERS[width])
+    rng = np.random.default_rng(0)
+    images = rng.random((8, *input_shape[:2])).astype(np.float32)
+    batch1 = _median_s(lambda: predict_segmentation(model, images[:1], batch_size=1), repeats)
+    batch8 = _median_s(lambda: predict_segmentation(model, images, batch_size=8), repeats)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss())
+    x = images[:4, ..., None]
+    onehot = np.eye(num_classes, dtype=np.float32)[rng.integers(0, num_classes, (4, *input_shape[:2]))]
+    step = _median_s(lambda: model.train_on_batch(x, {k: onehot for k in model.output_names}), repeats)
+    return {
+        "arch": arch,
+        "width": width,
+        "input": "x".join(map(str, input_shape[:2])),
+        "device": _devices(),
+        "params": model.count_params(),
+        "infer_ms_batch1": 1e3 * batch1,
+        "infer_ms_per_image_batch8": 1e3 * batch8 / 8,
+        "train_step_s_batch4": step,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--archs", nargs="+", default=["mnet", "unet"], choices=["mnet", "unet"])
+    parser.add_argument("--widths", nargs="+", default=["cpu", "paper"], choices=sorted(FILTERS))
+    parser.add_argument("--whole", action="store_true", help="also the 512 x 256 whole-image models")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per figure (median reported)")
+    parser.add_argument("--one", nargs=3, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.one is not None:
+        print(json.dumps(measure(*args.one, args.repeats)))
+        return
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    kinds = ["patch", "whole"] if args.whole else ["patch"]
+    print(
+        f"{'arch':>5} {'width':>6} {'input':>8} {'device':>12} {'params':>11} {'ms/img b1':>10} "
+        f"{'ms/img b8':>10} {'train s/step b4':>16} {'peak RSS MiB':>13}"
+    )
+    for kind in kinds:
+        for arch in args.archs:
+            for width in args.widths:
+                cmd = [sys.executable, __file__, "--one", arch, width, kind, "--repeats", str(args.repeats)]
+                proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                if proc.returncode != 0:
+                    print(f"{arch} {width} {kind} failed:\n{proc.stderr[-2000:]}")
+                    continue
+                r = json.loads(proc.stdout.strip().splitlines()[-1])
+                print(
+                    f"{r['arch']:>5} {r['width']:>6} {r['input']:>8} {r['device'][:12]:>12} {r['params']:>11,} "
+                    f"{r['infer_ms_batch1']:>10.1f} {r['infer_ms_per_image_batch8']:>10.1f} "
+                    f"{r['train_step_s_batch4']:>16.2f} {r['peak_rss_mib']:>13.0f}"
+                )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+"""The networks of the paper and how they are saved, loaded and run.
+
+- :func:`build_posenet`: Pose-net, localisation of the five centres (paper 2.2).
+- :func:`build_mnet`: M-net, segmentation of a vertebra patch (paper 2.3).
+- :func:`build_unet`: the U-net baseline of Table 2.
+- :func:`save_model` / :func:`load_model`: ``.keras`` files, written atomically and
+  read in Keras' safe mode (no code is ever executed from a model file).
+- :func:`predict_heatmaps` / :func:`predict_segmentation`: batched inference on numpy
+  arrays.
+
+All models are plain Keras 3 functional models without custom layers, so they run on
+the TensorFlow, JAX and PyTorch backends alike.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+
+import keras
+import numpy as np
+
+from . import losses
+from .losses import WeightedCategoricalCrossentropy, heatmap_sse
+from .mnet import SIDE_OUTPUTS, build_mnet, mnet_loss
+from .posenet import build_posenet, posenet_loss
+from .unet import build_unet, unet_loss
+
+__all__ = [
+    "SIDE_OUTPUTS",
+    "WeightedCategoricalCrossentropy",
+    "build_mnet",
+    "build_posenet",
+    "build_unet",
+    "heatmap_sse",
+    "load_model",
+    "losses",
+    "mnet_loss",
+    "posenet_loss",
+    "predict_heatmaps",
+    "predict_segmentation",
+    "save_model",
+    "unet_loss",
+]
+
+
+def _check_keras_path(path, *, what):
+    path = os.fspath(path)
+    if not path.endswith(".keras"):
+        raise ValueError(f"{what}: the model file name must end in '.keras'. Received: path={path!r}")
+    return path
+
+
+def save_model(model: keras.Model, path: str | os.PathLike) -> None:
+    """Save a model as a ``.keras`` file, atomically.
+
+    The model is written to ``<dir>/.<name>.tmp.keras`` and then renamed to ``path``
+    (``os.replace``), so that an interrupted job never leaves a truncated model where
+    a complete one is expected.
+
+    Parameters
+    ----------
+    model : keras.Model
+        The model, compiled or not (a compiled model keeps its optimizer state).
+    path : str or os.PathLike
+        Destination; must end in ``.keras``. Its folder is created if missing.
+    """
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"save_model: model must be a keras.Model. Received: model={model!r}")
+    path = _check_keras_path(path, what="save_model")
+    folder, filename = os.path.split(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{filename[: -len('.keras')]}.tmp.keras")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _find_unsafe(config):
+    """Class names of layers in a saved model config that would run stored code."""
+    found = []
+    stack = [config]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if item.get("class_name") in ("Lambda", "__lambda__"):
+                found.append(item["class_name"])
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
+def _refused(path, what):
+    return ValueError(
+        f"Refused to load model file {path!r}: it contains unsafe code ({what}). "
+        "Only models saved by this workflow (Keras layers only, no Lambda layers) "
+        "are loaded."
+    )
+
+
+def load_model(path: str | os.PathLike) -> keras.Model:
+    """Load a ``.keras`` model in safe mode.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.keras`` file written by :func:`save_model` (or ``keras.Model.save``).
+
+    Returns
+    -------
+    model : keras.Model
+        The model, compiled if it was saved compiled (the package's losses are
+        registered, so no ``custom_objects`` are needed).
+
+    Raises
+    ------
+    ValueError
+        If the file is missing, is not a Keras archive, is corrupt, or contains
+        anything that would execute stored code (a ``Lambda`` layer): such files are
+        refused, not loaded.
+    """
+    path = _check_keras_path(path, what="load_model")
+    if not os.path.isfile(path):
+        raise ValueError(f"load_model: model file {path!r} does not exist.")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (zipfile.BadZipFile, KeyError, OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"load_model: model file {path!r} is not a valid .keras archive ({exc}).") from exc
+    unsafe = _find_unsafe(config)
+    if unsafe:
+        raise _refused(path, "Lambda layer" if "Lambda" in unsafe else "serialised Python lambda")
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except Exception as exc:
+        if "safe_mode" in str(exc):
+            raise _refused(path, str(exc).splitlines()[0]) from exc
+        raise ValueError(f"load_model: model file {path!r} could not be loaded ({exc}).") from exc
+
+
+def _check_images(images, *, model, what):
+    images = np.asarray(images)
+    if images.ndim != 3 or not np.issubdtype(images.dtype, np.floating):
+        raise ValueError(
+            f"{what}: images must be a float (N, H, W) array. "
+            f"Received: shape={images.shape}, dtype={images.dtype}"
+        )
+    expected = tuple(model.inputs[0].shape[1:3])
+    if any(e is not None and e != s for e, s in zip(expected, images.shape[1:])):
+        raise ValueError(
+            f"{what}: images are {images.shape[1:]} but the model takes {expected}. "
+            f"Received: shape={images.shape}"
+        )
+    if images.size and (not np.all(np.isfinite(images)) or images.min() < 0 or images.max() > 1):
+        raise ValueError(
+            f"{what}: image values must be finite and in [0, 1]. "
+            f"Received: min={images.min()}, max={images.max()}"
+        )
+    return images.astype(np.float32, copy=False)[..., np.newaxis]
+
+
+def _check_batch_size(batch_size, *, what):
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"{what}: batch_size must be a positive int. Received: batch_size={batch_size!r}")
+
+
+def predict_heatmaps(
+    model: keras.Model, images: np.ndarray, *, batch_size: int = 4
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run the Pose-net on images ``I`` (paper 2.2).
+
+    Parameters
+    ----------
+    model : keras.Model
+        A Pose-net from :func:`build_posenet` (or loaded with :func:`load_model`).
+    images : (N, H, W) ndarray of float
+        Pre-processed images ``I`` (512 x 256 for the paper), values in [0, 1]; the size
+        must match the model input.
+    batch_size : int, optional
+        Images per forward pass. Default 4.
+
+    Returns
+    -------
+    y_l5, y_l15 : (N, H, W) ndarray of float32
+        The confidence maps ``yL5`` and ``yL1-5`` (linear outputs, not clipped).
+    """
+    what = "predict_heatmaps"
+    _check_batch_size(batch_size, what=what)
+    x = _check_images(images, model=model, what=what)
+    if not {"y_l5", "y_l15"} <= set(model.output_names):
+        raise ValueError(f"{what}: model has no y_l5/y_l15 outputs. Received: outputs {model.output_names}")
+    if x.shape[0] == 0:
+        empty = np.zeros(x.shape[:3], np.float32)
+        return empty, empty.copy()
+    out = model.predict(x, batch_size=batch_size, verbose=0)
+    return (
+        np.asarray(out["y_l5"], dtype=np.float32)[..., 0],
+        np.asarray(out["y_l15"], dtype=np.float32)[..., 0],
+    )
+
+
+def predict_segmentation(model: keras.Model, images: np.ndarray, *, batch_size: int = 8) -> np.ndarray:
+    """Run an M-net or U-net and return its fused class probabilities.
+
+    Parameters
+    ----------
+    model : keras.Model
+        From :func:`build_mnet` or :func:`build_unet` (or :func:`load_model`).
+    images : (N, H, W) ndarray of float
+        Patches ``Ip`` (224 x 224) or whole images ``I`` (512 x 256), values in
+        [0, 1]; the size must match the model input.
+    batch_size : int, optional
+        Images per forward pass. Default 8.
+
+    Returns
+    -------
+    probabilities : (N, H, W, C) ndarray of float32
+        The ``fused`` output: for the M-net the mean of the four side outputs (Eq. 7).
+    """
+    what = "predict_segmentation"
+    _check_batch_size(batch_size, what=what)
+    x = _check_images(images, model=model, what=what)
+    if "fused" not in model.output_names:
+        raise ValueError(f"{what}: model has no 'fused' output. Received: outputs {model.output_names}")
+    if x.shape[0] == 0:
+        return np.zeros((*x.shape[:3], model.outputs[0].shape[-1]), np.float32)
+    out = model.predict(x, batch_size=batch_size, verbose=0)
+    return np.asarray(out["fused"], dtype=np.float32)

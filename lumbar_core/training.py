@@ -1,0 +1,543 @@
+"""Training of the networks: seeds, data sequences, augmentation, the training loop.
+
+Paper 3.2: Adam, batch size 4, a warm-up of 50 epochs at learning rate 1e-5, then 1e-3,
+at most 700 (Pose-net) or 400 (M-net) epochs, stopping when the validation loss stops
+decreasing; augmentation by random contrast, random crop and random rotation within
++-15 degrees. Pose-net targets (Eq. 4, 5) are rendered after augmentation from the
+transformed centres, so image and target always agree.
+
+Seeds. :func:`set_seed` seeds Python's ``random``, NumPy's global generator and the
+backend (Keras' global seed generator, which drives weight initialisation).
+The sequences draw their shuffling and augmentation from their own ``seed``: image
+``i`` in epoch ``e`` is augmented by ``numpy.random.default_rng([seed, e, i])`` and
+the order of epoch ``e`` is a permutation drawn from ``default_rng([seed, e])``, so a
+batch does not depend on worker scheduling. :func:`train_model` calls
+:func:`set_seed` with its ``seed`` before fitting.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import keras
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from .localize import confidence_targets
+
+__all__ = [
+    "HeatmapSequence",
+    "SegmentationSequence",
+    "augment_pair",
+    "set_seed",
+    "train_model",
+]
+
+
+def set_seed(seed: int, *, deterministic: bool = True) -> None:
+    """Seed every random number generator that training uses.
+
+    Parameters
+    ----------
+    seed : int
+        Non-negative seed for Python's ``random``, NumPy's global generator and the
+        Keras backend (``keras.utils.set_random_seed``).
+    deterministic : bool, optional
+        With the TensorFlow backend, also make its kernels deterministic
+        (``tf.config.experimental.enable_op_determinism``), so that training twice
+        with the same seed gives identical weights. Default True. TensorFlow cannot
+        switch this off again within the process; other backends ignore it.
+    """
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int. Received: seed={seed!r}")
+    keras.utils.set_random_seed(int(seed))
+    if deterministic and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+def _affine(shape, rotation_deg, shift_rc):
+    """The affine map of a rotation about the image centre followed by a shift.
+
+    Returns ``(matrix, offset)`` in scipy's convention, ``input = matrix @ output +
+    offset`` on ``(row, col)`` coordinates, together with its forward map for points.
+    """
+    theta = np.deg2rad(rotation_deg)
+    cos, sin = np.cos(theta), np.sin(theta)
+    # Forward map on (row, col): out = R (in - c) + c + t; a positive angle turns the
+    # image counter-clockwise as displayed (y down).
+    rot = np.array([[cos, -sin], [sin, cos]])
+    centre = (np.asarray(shape[:2], dtype=float) - 1.0) / 2.0
+    shift = np.asarray(shift_rc, dtype=float)
+    inverse = rot.T
+    offset = centre - inverse @ (centre + shift)
+    return inverse, offset, rot, centre, shift
+
+
+def augment_pair(
+    image: np.ndarray,
+    *,
+    rng: np.random.Generator,
+    points: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    max_rotation_deg: float = 15.0,
+    max_shift_frac: float = 0.08,
+    contrast_range: tuple[float, float] = (0.7, 1.3),
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Random contrast, shift (crop) and rotation of an image and what goes with it.
+
+    Paper 3.2: random contrast, random crop, random rotation within +-15 degrees.
+
+    Parameters
+    ----------
+    image : (H, W) ndarray of float
+        Image with values in [0, 1].
+    rng : numpy.random.Generator
+        Source of the random draws; the same generator state gives the same output.
+    points : (K, 2) ndarray of float, optional
+        Points ``(x, y)`` in image pixels (e.g. the centres of L1..L5), transformed by
+        the same geometric map as the image. Points may leave the image.
+    labels : (H, W) ndarray of int or bool, optional
+        Label image (class ids; bool is taken as 0/1 uint8), transformed by the same
+        map with nearest-neighbour interpolation, so it keeps its integer classes.
+    max_rotation_deg : float, optional
+        Rotation angle drawn uniformly in ``[-max_rotation_deg, max_rotation_deg]``
+        degrees, about the image centre. Default 15.
+    max_shift_frac : float, optional
+        Shift drawn uniformly in ``[-max_shift_frac, max_shift_frac]`` times the image
+        height (rows) and width (columns); content shifted out is lost and the
+        uncovered border is 0, i.e. a random crop. In [0, 0.5). Default 0.08.
+    contrast_range : tuple of 2 float, optional
+        Range of the gamma exponent and of the gain (about the image mean), each drawn
+        uniformly; values > 0. Default ``(0.7, 1.3)``.
+
+    Returns
+    -------
+    image : (H, W) ndarray of float32
+        Augmented image, clipped to [0, 1].
+    points : (K, 2) ndarray of float64 or None
+        Transformed points, None if none were given.
+    labels : (H, W) ndarray or None
+        Transformed labels (input dtype; uint8 for bool input), None if none were given.
+
+    Notes
+    -----
+    One affine map, a rotation about the image centre ``((W-1)/2, (H-1)/2)`` followed
+    by the shift, is applied with :func:`scipy.ndimage.affine_transform` (linear
+    interpolation for the image, order 0 for labels, zeros outside), and its forward
+    form to the points, so a point lands where its pixel went. The random draws are,
+    in order: gamma, gain, angle, row shift, column shift.
+    """
+    image = np.asarray(image)
+    if image.ndim != 2 or not np.issubdtype(image.dtype, np.floating):
+        raise ValueError(
+            f"image must be a float (H, W) array. Received: shape={image.shape}, dtype={image.dtype}"
+        )
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"rng must be a numpy.random.Generator. Received: rng={rng!r}")
+    if not max_rotation_deg >= 0:
+        raise ValueError(f"max_rotation_deg must be >= 0. Received: max_rotation_deg={max_rotation_deg!r}")
+    if not 0 <= max_shift_frac < 0.5:
+        raise ValueError(f"max_shift_frac must be in [0, 0.5). Received: max_shift_frac={max_shift_frac!r}")
+    if len(contrast_range) != 2 or not 0 < contrast_range[0] <= contrast_range[1]:
+        raise ValueError(
+            f"contrast_range must be (low, high) with 0 < low <= high. Received: contrast_range={contrast_range!r}"
+        )
+    if points is not None:
+        points = np.asarray(points, dtype=float)
+        if points.ndim != 2 or points.shape[1] != 2:
+            raise ValueError(f"points must be a (K, 2) array of (x, y). Received: shape={points.shape}")
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.dtype == bool:
+            labels = labels.astype(np.uint8)
+        if labels.shape != image.shape or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(
+                f"labels must be an integer array of the image shape {image.shape}. "
+                f"Received: shape={labels.shape}, dtype={labels.dtype}"
+            )
+
+    gamma = rng.uniform(*contrast_range)
+    gain = rng.uniform(*contrast_range)
+    angle = rng.uniform(-max_rotation_deg, max_rotation_deg)
+    shift_rc = rng.uniform(-max_shift_frac, max_shift_frac, size=2) * np.asarray(image.shape)
+
+    work = np.clip(image.astype(np.float32), 0.0, 1.0) ** np.float32(gamma)
+    mean = work.mean(dtype=np.float64)
+    work = (work - mean) * gain + mean
+    matrix, offset, rot, centre, shift = _affine(image.shape, angle, shift_rc)
+    work = ndimage.affine_transform(work, matrix, offset=offset, order=1, mode="constant", cval=0.0)
+    out_image = np.clip(work, 0.0, 1.0).astype(np.float32)
+
+    out_points = None
+    if points is not None:
+        rc = points[:, ::-1]
+        out_points = ((rc - centre) @ rot.T + centre + shift)[:, ::-1]
+    out_labels = None
+    if labels is not None:
+        out_labels = ndimage.affine_transform(labels, matrix, offset=offset, order=0, mode="constant", cval=0)
+    return out_image, out_points, out_labels
+
+
+class _AugmentedSequence(keras.utils.PyDataset):
+    """Shared batching, shuffling and per-image random generators."""
+
+    def __init__(self, n, *, batch_size, augment, seed, shuffle, augment_kwargs, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int. Received: batch_size={batch_size!r}")
+        if not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative int. Received: seed={seed!r}")
+        self.n = n
+        self.batch_size = batch_size
+        self.augment = bool(augment)
+        self.seed = int(seed)
+        self.shuffle = self.augment if shuffle is None else bool(shuffle)
+        self.augment_kwargs = dict(augment_kwargs or {})
+        self.epoch = 0
+        self._order = self._make_order()
+
+    def _make_order(self):
+        if not self.shuffle:
+            return np.arange(self.n)
+        return np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+
+    def __len__(self):
+        return math.ceil(self.n / self.batch_size)
+
+    def _indices(self, idx):
+        if not 0 <= idx < len(self):
+            raise IndexError(f"batch index {idx} out of range for {len(self)} batches")
+        return self._order[idx * self.batch_size : (idx + 1) * self.batch_size]
+
+    def _rng(self, i):
+        return np.random.default_rng([self.seed, self.epoch, int(i)])
+
+    def on_epoch_end(self):
+        self.epoch += 1
+        self._order = self._make_order()
+
+
+def _stack(arrays):
+    """Stack (H, W) arrays to a (B, H, W, 1) float32 batch."""
+    return np.stack(arrays).astype(np.float32)[..., np.newaxis]
+
+
+def _check_images(images, name="images"):
+    images = np.asarray(images)
+    if images.ndim != 3 or not np.issubdtype(images.dtype, np.floating) or images.shape[0] == 0:
+        raise ValueError(
+            f"{name} must be a non-empty float (N, H, W) array. Received: shape={images.shape}, dtype={images.dtype}"
+        )
+    return images
+
+
+class HeatmapSequence(_AugmentedSequence):
+    """Batches of images ``I`` and Pose-net targets (Eq. 4, 5) for ``model.fit``.
+
+    Parameters
+    ----------
+    images : (N, H, W) ndarray of float
+        Images ``I`` (512 x 256), values in [0, 1].
+    centres : (N, 5, 2) ndarray of float
+        Centres ``(x, y)`` of L1..L5 in ``I`` pixels.
+    sigma2 : (N,) ndarray of float or float
+        ``sigma^2`` of each image's targets (a quarter of its L5 height, Eq. 4).
+    batch_size : int, optional
+        Images per batch; the last batch may be smaller. Default 4 (paper 3.2).
+    augment : bool, optional
+        Apply :func:`augment_pair` to every image; the targets are rendered afterwards
+        from the transformed centres. Default False.
+    seed : int, optional
+        Seed of the shuffling and the augmentation (see the module docstring). Default 0.
+    shuffle : bool or None, optional
+        Shuffle the order each epoch; None (default) shuffles when ``augment``.
+    augment_kwargs : dict, optional
+        Keyword arguments for :func:`augment_pair` (``max_rotation_deg``, ...).
+    **kwargs
+        ``workers``, ``use_multiprocessing``, ``max_queue_size`` of
+        ``keras.utils.PyDataset``.
+
+    Notes
+    -----
+    Item ``idx`` is ``(x, y)``: ``x`` ``(B, H, W, 1)`` float32 and ``y`` the dict
+    ``{"y_l5": (B, H, W, 1), "y_l15": (B, H, W, 1)}`` float32, from
+    :func:`lumbar_core.localize.confidence_targets`.
+    """
+
+    def __init__(
+        self,
+        images,
+        centres,
+        sigma2,
+        *,
+        batch_size=4,
+        augment=False,
+        seed=0,
+        shuffle=None,
+        augment_kwargs=None,
+        **kwargs,
+    ):
+        images = _check_images(images)
+        centres = np.asarray(centres, dtype=float)
+        if centres.shape != (images.shape[0], 5, 2):
+            raise ValueError(
+                f"centres must have shape (N, 5, 2) = {(images.shape[0], 5, 2)}. Received: shape={centres.shape}"
+            )
+        sigma2 = np.broadcast_to(np.asarray(sigma2, dtype=float), (images.shape[0],))
+        if not np.all(sigma2 > 0):
+            raise ValueError(f"sigma2 must be > 0 for every image. Received: sigma2={sigma2!r}")
+        super().__init__(
+            images.shape[0],
+            batch_size=batch_size,
+            augment=augment,
+            seed=seed,
+            shuffle=shuffle,
+            augment_kwargs=augment_kwargs,
+            **kwargs,
+        )
+        self.images, self.centres, self.sigma2 = images, centres, sigma2
+
+    def __getitem__(self, idx):
+        shape = self.images.shape[1:]
+        xs, l5s, l15s = [], [], []
+        for i in self._indices(idx):
+            image, centres = self.images[i], self.centres[i]
+            if self.augment:
+                image, centres, _ = augment_pair(
+                    image, rng=self._rng(i), points=centres, **self.augment_kwargs
+                )
+            y_l5, y_l15 = confidence_targets(centres, float(self.sigma2[i]), shape)
+            xs.append(image)
+            l5s.append(y_l5)
+            l15s.append(y_l15)
+        return _stack(xs), {"y_l5": _stack(l5s), "y_l15": _stack(l15s)}
+
+
+class SegmentationSequence(_AugmentedSequence):
+    """Batches of images and one-hot label targets for an M-net or U-net.
+
+    Parameters
+    ----------
+    images : (N, H, W) ndarray of float
+        Patches ``Ip`` or whole images ``I``, values in [0, 1].
+    labels : (N, H, W) ndarray of int or bool
+        Class ids in ``[0, num_classes)`` (label map, not one-hot); bool masks are
+        taken as 0/1.
+    num_classes : int
+        Number of classes, background included (2 for patches, 6 for whole images).
+    batch_size : int, optional
+        Images per batch. Default 4 (paper 3.2).
+    augment, seed, shuffle, augment_kwargs, **kwargs
+        As for :class:`HeatmapSequence`; labels follow the image with order-0
+        interpolation.
+    output_names : sequence of str, optional
+        Model outputs that get the same one-hot target, e.g. ``model.output_names``.
+        Default ``("fused",)``.
+
+    Notes
+    -----
+    Item ``idx`` is ``(x, y)``: ``x`` ``(B, H, W, 1)`` float32 and ``y`` a dict with
+    one ``(B, H, W, num_classes)`` float32 one-hot array per output name.
+    """
+
+    def __init__(
+        self,
+        images,
+        labels,
+        num_classes,
+        *,
+        batch_size=4,
+        augment=False,
+        seed=0,
+        shuffle=None,
+        augment_kwargs=None,
+        output_names=("fused",),
+        **kwargs,
+    ):
+        images = _check_images(images)
+        labels = np.asarray(labels)
+        if labels.dtype == bool:
+            labels = labels.astype(np.uint8)
+        if labels.shape != images.shape or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(
+                f"labels must be an integer array of shape {images.shape}. "
+                f"Received: shape={labels.shape}, dtype={labels.dtype}"
+            )
+        if not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
+            raise ValueError(f"num_classes must be an int >= 2. Received: num_classes={num_classes!r}")
+        if labels.min() < 0 or labels.max() >= num_classes:
+            raise ValueError(
+                f"labels must lie in [0, {num_classes}). Received: min={labels.min()}, max={labels.max()}"
+            )
+        output_names = [output_names] if isinstance(output_names, str) else list(output_names)
+        if not output_names:
+            raise ValueError(
+                f"output_names must name at least one output. Received: output_names={output_names!r}"
+            )
+        super().__init__(
+            images.shape[0],
+            batch_size=batch_size,
+            augment=augment,
+            seed=seed,
+            shuffle=shuffle,
+            augment_kwargs=augment_kwargs,
+            **kwargs,
+        )
+        self.images, self.labels = images, labels
+        self.num_classes = int(num_classes)
+        self.output_names = output_names
+
+    def __getitem__(self, idx):
+        xs, ys = [], []
+        for i in self._indices(idx):
+            image, labels = self.images[i], self.labels[i]
+            if self.augment:
+                image, _, labels = augment_pair(image, rng=self._rng(i), labels=labels, **self.augment_kwargs)
+            xs.append(image)
+            ys.append(labels)
+        x = _stack(xs)
+        onehot = np.eye(self.num_classes, dtype=np.float32)[np.stack(ys)]
+        return x, {name: onehot for name in self.output_names}
+
+
+class _WarmupEarlyStopping(keras.callbacks.Callback):
+    """Warm-up learning rate, early stopping after warm-up, best weights, epoch log."""
+
+    def __init__(self, *, warmup_epochs, warmup_lr, lr, patience, min_delta, epochs, log):
+        super().__init__()
+        self.warmup_epochs, self.warmup_lr, self.lr = warmup_epochs, warmup_lr, lr
+        self.patience, self.min_delta, self.epochs, self.log = patience, min_delta, epochs, log
+        self.rows, self.best, self.best_epoch, self.best_weights, self.wait = [], np.inf, None, None, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._lr = self.warmup_lr if epoch < self.warmup_epochs else self.lr
+        self.model.optimizer.learning_rate = self._lr
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        seconds = time.perf_counter() - self._start
+        lr = self._lr
+        loss, val_loss = float(logs.get("loss", np.nan)), float(logs.get("val_loss", np.nan))
+        self.rows.append(
+            {"epoch": epoch + 1, "loss": loss, "val_loss": val_loss, "lr": lr, "seconds": seconds}
+        )
+        if val_loss < self.best - self.min_delta:
+            self.best, self.best_epoch, self.wait = val_loss, epoch + 1, 0
+            self.best_weights = self.model.get_weights()
+        elif epoch >= self.warmup_epochs:
+            # Patience counts only epochs after the warm-up: never stop during warm-up.
+            self.wait += 1
+            if self.wait >= self.patience:
+                self.model.stop_training = True
+        if self.log is not None:
+            self.log.write(
+                f"epoch {epoch + 1}/{self.epochs} loss {loss:.6g} val_loss {val_loss:.6g} "
+                f"lr {lr:.3g} seconds {seconds:.1f}\n"
+            )
+            self.log.flush()
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+
+def train_model(
+    model: keras.Model,
+    train_data,
+    val_data,
+    *,
+    loss,
+    epochs: int,
+    warmup_epochs: int,
+    warmup_lr: float = 1e-5,
+    lr: float = 1e-3,
+    patience: int = 10,
+    min_delta: float = 0.0,
+    log=None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Train a model with Adam, a learning-rate warm-up and early stopping (paper 3.2).
+
+    Parameters
+    ----------
+    model : keras.Model
+        The model to train, in place; on return it holds the weights of the epoch with
+        the lowest validation loss.
+    train_data, val_data : keras.utils.PyDataset or tuple (x, y)
+        Training and validation data, e.g. :class:`HeatmapSequence` /
+        :class:`SegmentationSequence`, or in-memory ``(x, y)`` pairs (batched by 4 and
+        shuffled by Keras).
+    loss : loss, str or dict
+        Anything ``model.compile(loss=...)`` takes, e.g.
+        :func:`lumbar_core.models.posenet_loss` (Eq. 2, 3) or
+        :func:`lumbar_core.models.mnet_loss` (Eq. 8).
+    epochs : int
+        Maximum number of epochs, warm-up included (paper: 700 Pose-net, 400 M-net).
+    warmup_epochs : int
+        Epochs at ``warmup_lr`` before switching to ``lr`` (paper: 50); no early
+        stopping during them.
+    warmup_lr : float, optional
+        Learning rate of the warm-up. Default 1e-5.
+    lr : float, optional
+        Learning rate after the warm-up. Default 1e-3.
+    patience : int, optional
+        Stop after this many post-warm-up epochs without a validation loss below the
+        best by more than ``min_delta``. Default 10.
+    min_delta : float, optional
+        Smallest decrease of the validation loss that counts as improvement. Default 0.
+    log : text stream, optional
+        Receives one line per epoch (epoch, loss, val_loss, lr, seconds). Default None.
+    seed : int, optional
+        Passed to :func:`set_seed` before training. Default 0.
+
+    Returns
+    -------
+    history : pandas.DataFrame
+        One row per epoch run: ``epoch`` (from 1), ``loss``, ``val_loss``, ``lr``,
+        ``seconds`` (wall time of the epoch) and ``best`` (True on the epoch whose
+        weights the model keeps).
+    """
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"model must be a keras.Model. Received: model={model!r}")
+    if val_data is None:
+        raise ValueError("val_data is required: early stopping monitors the validation loss. Received: None")
+    for name, value, low in (
+        ("epochs", epochs, 1),
+        ("warmup_epochs", warmup_epochs, 0),
+        ("patience", patience, 1),
+    ):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}. Received: {name}={value!r}")
+    for name, value in (("warmup_lr", warmup_lr), ("lr", lr)):
+        if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
+            raise ValueError(f"{name} must be a positive number. Received: {name}={value!r}")
+    if not min_delta >= 0:
+        raise ValueError(f"min_delta must be >= 0. Received: min_delta={min_delta!r}")
+
+    set_seed(seed)
+    callback = _WarmupEarlyStopping(
+        warmup_epochs=int(warmup_epochs),
+        warmup_lr=float(warmup_lr),
+        lr=float(lr),
+        patience=int(patience),
+        min_delta=float(min_delta),
+        epochs=int(epochs),
+        log=log,
+    )
+    first_lr = warmup_lr if warmup_epochs > 0 else lr
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=first_lr), loss=loss)
+    fit_kwargs = {"epochs": int(epochs), "callbacks": [callback], "verbose": 0}
+    if isinstance(train_data, tuple):
+        x, y = train_data
+        fit_kwargs.update(x=x, y=y, batch_size=4, shuffle=True)
+    else:
+        fit_kwargs.update(x=train_data)
+    model.fit(validation_data=val_data, **fit_kwargs)
+    history = pd.DataFrame(callback.rows, columns=["epoch", "loss", "val_loss", "lr", "seconds"])
+    history["best"] = history["epoch"] == callback.best_epoch
+    return history

@@ -1,0 +1,51 @@
+def morphometry_inputs(wildcards):
+    inputs = {
+        "refined": f"results/levelset_refine/{wildcards.image_id}.npz",
+        "geometry": f"results/preprocess/{wildcards.image_id}.geometry.json",
+    }
+    if wildcards.image_id in ANNOTATED.index:
+        inputs["points"] = f"results/ground_truth/{wildcards.image_id}.json"
+        inputs["masks"] = f"results/ground_truth/{wildcards.image_id}.npz"
+    return inputs
+
+
+rule morphometry:
+    """Beyond the paper: vertebral heights and Genant grades per vertebra."""
+    input:
+        unpack(morphometry_inputs),
+    output:
+        heights="results/morphometry/{image_id}.tsv",
+    log:
+        "logs/morphometry/{image_id}.log",
+    benchmark:
+        "results/benchmarks/morphometry/{image_id}.tsv"
+    conda:
+        "../envs/cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    script:
+        "../workflow_scripts/morphometry.py"
+
+
+rule morphometry_table:
+    """Cohort heights, grade counts and agreement with the annotated grades."""
+    input:
+        per_image("results/morphometry/{image_id}.tsv", PRED_IDS),
+    output:
+        rows="results/tables/morphometry.tsv",
+        agreement=report(
+            "results/tables/fracture_agreement.tsv",
+            caption="../report/fracture_agreement.rst",
+            category="Fracture grading",
+        ),
+        counts="results/tables/grade_counts.tsv",
+    log:
+        "logs/morphometry_table.log",
+    conda:
+        "../envs/cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    script:
+        "../workflow_scripts/morphometry_table.py"

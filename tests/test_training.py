@@ -1,0 +1,333 @@
+"""Tests of lumbar_core.training: seeds, augmentation, sequences, the training loop."""
+
+import io
+
+import keras
+import numpy as np
+import pytest
+
+from lumbar_core.localize import confidence_targets
+from lumbar_core.models import build_posenet, build_unet, posenet_loss, unet_loss
+from lumbar_core.training import (
+    HeatmapSequence,
+    SegmentationSequence,
+    augment_pair,
+    set_seed,
+    train_model,
+)
+
+# ---------------------------------------------------------------- set_seed
+
+
+def test_set_seed_repeats_draws():
+    set_seed(7)
+    a = (np.random.rand(3), keras.ops.convert_to_numpy(keras.random.uniform((3,))))
+    set_seed(7)
+    b = (np.random.rand(3), keras.ops.convert_to_numpy(keras.random.uniform((3,))))
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    with pytest.raises(ValueError, match="seed=-1"):
+        set_seed(-1)
+
+
+# ---------------------------------------------------------------- augment_pair
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_augment_pair_moves_point_with_its_pixel(seed):
+    image = np.zeros((41, 61), np.float32)
+    x, y = 48, 10  # far from the centre (30, 20), so a rotation moves it visibly
+    image[y, x] = 1.0
+    out, points, _ = augment_pair(
+        image,
+        rng=np.random.default_rng(seed),
+        points=np.array([[x, y]], float),
+        max_rotation_deg=15.0,
+        max_shift_frac=0.08,
+        contrast_range=(1.0, 1.0),
+    )
+    row, col = np.unravel_index(np.argmax(out), out.shape)
+    assert out.max() > 0.2
+    assert np.hypot(col - points[0, 0], row - points[0, 1]) <= 1.0
+    assert np.hypot(points[0, 0] - x, points[0, 1] - y) > 1.0
+
+
+def test_augment_pair_rotation_direction_and_identity():
+    image = np.random.default_rng(0).random((9, 9)).astype(np.float32)
+    same, points, labels = augment_pair(
+        image,
+        rng=np.random.default_rng(0),
+        points=np.array([[1.0, 2.0]]),
+        labels=np.arange(81).reshape(9, 9),
+        max_rotation_deg=0.0,
+        max_shift_frac=0.0,
+        contrast_range=(1.0, 1.0),
+    )
+    np.testing.assert_allclose(same, image, atol=1e-6)
+    np.testing.assert_allclose(points, [[1.0, 2.0]])
+    np.testing.assert_array_equal(labels, np.arange(81).reshape(9, 9))
+
+
+def test_augment_pair_labels_stay_integer_classes():
+    labels = np.zeros((32, 32), np.uint8)
+    labels[4:12, 4:28] = 1
+    labels[14:22, 4:28] = 2
+    labels[24:30, 4:28] = 5
+    image = labels.astype(np.float32) / 5.0
+    _, _, out = augment_pair(image, rng=np.random.default_rng(5), labels=labels)
+    assert out.dtype == np.uint8 and out.shape == labels.shape
+    assert set(np.unique(out)) <= {0, 1, 2, 5}
+    assert not np.array_equal(out, labels)
+
+
+def test_augment_pair_is_deterministic_given_rng():
+    image = np.random.default_rng(1).random((24, 16)).astype(np.float32)
+    pts = np.array([[3.0, 4.0], [10.0, 20.0]])
+    a = augment_pair(image, rng=np.random.default_rng(42), points=pts)
+    b = augment_pair(image, rng=np.random.default_rng(42), points=pts)
+    c = augment_pair(image, rng=np.random.default_rng(43), points=pts)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+    assert a[0].dtype == np.float32 and 0.0 <= a[0].min() and a[0].max() <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"max_rotation_deg": -1.0}, "max_rotation_deg=-1.0"),
+        ({"max_shift_frac": 0.5}, "max_shift_frac=0.5"),
+        ({"contrast_range": (1.3, 0.7)}, "contrast_range"),
+        ({"rng": 0}, "rng"),
+        ({"points": np.zeros((3, 3))}, "points"),
+        ({"labels": np.zeros((4, 4), np.float32)}, "labels"),
+    ],
+)
+def test_augment_pair_rejects_bad_arguments(kwargs, match):
+    kwargs = {"rng": np.random.default_rng(0), **kwargs}
+    with pytest.raises(ValueError, match=match):
+        augment_pair(np.zeros((8, 8), np.float32), **kwargs)
+
+
+# ---------------------------------------------------------------- sequences
+
+
+def _spine(n=3, shape=(64, 32)):
+    """Images with a bright 3x3 blob at each of five centres, and the centres."""
+    rows, cols = shape
+    centres = np.stack(
+        [np.stack([np.full(5, cols / 2 + k), np.linspace(12, rows - 14, 5)], axis=1) for k in range(n)]
+    )
+    images = np.zeros((n, rows, cols), np.float32)
+    for i, pts in enumerate(centres):
+        for x, y in np.rint(pts).astype(int):
+            images[i, y - 1 : y + 2, x - 1 : x + 2] = 1.0
+    return images, centres
+
+
+def test_heatmap_sequence_targets_without_augmentation():
+    images, centres = _spine()
+    seq = HeatmapSequence(images, centres, [4.0, 5.0, 6.0], batch_size=2)
+    assert len(seq) == 2
+    x, y = seq[1]
+    assert x.shape == (1, 64, 32, 1) and set(y) == {"y_l5", "y_l15"}
+    y_l5, y_l15 = confidence_targets(centres[2], 6.0, (64, 32))
+    np.testing.assert_allclose(y["y_l5"][0, ..., 0], y_l5)
+    np.testing.assert_allclose(y["y_l15"][0, ..., 0], y_l15)
+    np.testing.assert_array_equal(x[0, ..., 0], images[2])
+
+
+def test_heatmap_sequence_augmented_targets_follow_image():
+    images, centres = _spine()
+    seq = HeatmapSequence(
+        images,
+        centres,
+        4.0,
+        batch_size=3,
+        augment=True,
+        seed=3,
+        augment_kwargs={"contrast_range": (1.0, 1.0)},
+    )
+    x, y = seq[0]
+    moved = False
+    for b in range(3):
+        row, col = np.unravel_index(np.argmax(y["y_l5"][b, ..., 0]), (64, 32))
+        assert x[b, row, col, 0] > 0.3  # the L5 blob lies under the L5 target peak
+        peaks = y["y_l15"][b, ..., 0] > 0.5
+        assert x[b, ..., 0][peaks].mean() > 0.3
+        moved |= not np.array_equal(x[b, ..., 0], images[seq._order[b]])
+    assert moved
+    again = HeatmapSequence(
+        images,
+        centres,
+        4.0,
+        batch_size=3,
+        augment=True,
+        seed=3,
+        augment_kwargs={"contrast_range": (1.0, 1.0)},
+    )
+    np.testing.assert_array_equal(again[0][0], x)
+    seq.on_epoch_end()
+    assert not np.array_equal(seq[0][0], x)
+
+
+def test_heatmap_sequence_rejects_bad_inputs():
+    images, centres = _spine()
+    with pytest.raises(ValueError, match="centres"):
+        HeatmapSequence(images, centres[:, :4], 4.0)
+    with pytest.raises(ValueError, match="sigma2"):
+        HeatmapSequence(images, centres, 0.0)
+    with pytest.raises(ValueError, match="batch_size=0"):
+        HeatmapSequence(images, centres, 4.0, batch_size=0)
+
+
+def test_segmentation_sequence_one_hot_per_output():
+    images = np.random.default_rng(0).random((3, 16, 16)).astype(np.float32)
+    labels = np.random.default_rng(1).integers(0, 6, (3, 16, 16)).astype(np.uint8)
+    seq = SegmentationSequence(images, labels, 6, batch_size=2, output_names=["side_1", "fused"])
+    x, y = seq[0]
+    assert x.shape == (2, 16, 16, 1) and sorted(y) == ["fused", "side_1"]
+    assert y["fused"].shape == (2, 16, 16, 6) and y["fused"].dtype == np.float32
+    np.testing.assert_array_equal(np.argmax(y["fused"], axis=-1), labels[:2])
+    np.testing.assert_array_equal(y["fused"].sum(axis=-1), 1.0)
+    aug = SegmentationSequence(images, labels, 6, batch_size=3, augment=True, seed=0)
+    xa, ya = aug[0]
+    np.testing.assert_array_equal(ya["fused"].sum(axis=-1), 1.0)
+    with pytest.raises(ValueError, match=r"\[0, 6\)"):
+        SegmentationSequence(images, labels + 1, 6)
+    with pytest.raises(ValueError, match="labels"):
+        SegmentationSequence(images, labels.astype(np.float32), 6)
+
+
+# ---------------------------------------------------------------- train_model
+
+
+@pytest.fixture
+def eager():
+    """Run Keras' train/test functions eagerly (TensorFlow): tracing a convolutional
+    model costs seconds on a loaded CPU, far more than these tiny runs themselves."""
+    if keras.backend.backend() != "tensorflow":
+        yield
+        return
+    import tensorflow as tf
+
+    tf.config.run_functions_eagerly(True)
+    try:
+        yield
+    finally:
+        tf.config.run_functions_eagerly(False)
+
+
+def _linear_problem(seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(16, 4)).astype(np.float32)
+    y = (x @ np.array([1.0, -2.0, 0.5, 3.0], np.float32))[:, None]
+    return x, y
+
+
+def _linear_model():
+    inputs = keras.Input((4,), name="x")
+    return keras.Model(inputs, keras.layers.Dense(1, name="dense")(inputs), name="linear")
+
+
+def test_train_model_warmup_then_lr_and_history():
+    set_seed(0)
+    model = _linear_model()
+    log = io.StringIO()
+    data = _linear_problem()
+    history = train_model(
+        model,
+        data,
+        data,
+        loss="mse",
+        epochs=4,
+        warmup_epochs=2,
+        warmup_lr=1e-4,
+        lr=1e-2,
+        patience=10,
+        log=log,
+    )
+    assert list(history.columns) == ["epoch", "loss", "val_loss", "lr", "seconds", "best"]
+    assert history["epoch"].tolist() == [1, 2, 3, 4]
+    np.testing.assert_allclose(history["lr"], [1e-4, 1e-4, 1e-2, 1e-2], rtol=1e-6)
+    assert history["best"].sum() == 1
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 4
+    assert lines[2].startswith("epoch 3/4 loss ") and "val_loss" in lines[2] and "lr 0.01" in lines[2]
+
+
+def test_train_model_early_stopping_restores_best_weights():
+    """A huge learning rate after the warm-up makes the validation loss blow up: the
+    run must stop ``patience`` epochs after the warm-up and keep the best weights."""
+    set_seed(0)
+    model = _linear_model()
+    data = _linear_problem()
+    history = train_model(
+        model, data, data, loss="mse", epochs=30, warmup_epochs=3, warmup_lr=1e-2, lr=50.0, patience=2
+    )
+    assert len(history) == 5  # three warm-up epochs, then two without improvement
+    best = history["val_loss"].idxmin()
+    assert history["best"].tolist() == [i == best for i in range(len(history))]
+    assert best < 3 and history["val_loss"].iloc[-1] > history["val_loss"].min()
+    val = model.evaluate(data[0], data[1], verbose=0, return_dict=True)["loss"]
+    assert val == pytest.approx(history["val_loss"].min(), rel=1e-5)
+
+
+def test_train_model_never_stops_during_warmup():
+    set_seed(0)
+    model = _linear_model()
+    data = _linear_problem()
+    history = train_model(
+        model, data, data, loss="mse", epochs=4, warmup_epochs=4, warmup_lr=50.0, lr=50.0, patience=1
+    )
+    assert len(history) == 4
+
+
+def _train_tiny_posenet(seed):
+    images, centres = _spine(n=4, shape=(32, 16))
+    centres[..., 1] = np.linspace(6, 25, 5)
+    set_seed(seed)
+    model = build_posenet((32, 16, 1), width=2, depth=2)
+    train = HeatmapSequence(images, centres, 3.0, batch_size=2, augment=True, seed=seed)
+    val = HeatmapSequence(images[:2], centres[:2], 3.0, batch_size=2)
+    history = train_model(model, train, val, loss=posenet_loss(), epochs=2, warmup_epochs=1, seed=seed)
+    return model.get_weights(), history
+
+
+def test_train_model_is_deterministic(eager):
+    first, history = _train_tiny_posenet(0)
+    second, _ = _train_tiny_posenet(0)
+    assert len(history) == 2 and np.isfinite(history["loss"]).all()
+    assert len(first) == len(second)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_train_model_on_segmentation_sequence(eager):
+    set_seed(0)
+    model = build_unet((16, 16, 1), filters=(2, 2, 2, 2, 2))
+    images = np.random.default_rng(0).random((4, 16, 16)).astype(np.float32)
+    labels = (images > 0.5).astype(np.uint8)
+    seq = SegmentationSequence(images, labels, 2, batch_size=2, output_names=model.output_names)
+    history = train_model(model, seq, seq, loss=unet_loss(), epochs=1, warmup_epochs=0, lr=1e-2)
+    assert history["lr"].tolist() == [pytest.approx(1e-2)]
+    assert np.isfinite(history["val_loss"]).all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"epochs": 0}, "epochs=0"),
+        ({"warmup_epochs": -1}, "warmup_epochs=-1"),
+        ({"patience": 0}, "patience=0"),
+        ({"lr": 0.0}, "lr=0.0"),
+        ({"min_delta": -1.0}, "min_delta=-1.0"),
+    ],
+)
+def test_train_model_rejects_bad_arguments(kwargs, match):
+    data = _linear_problem()
+    kwargs = {"loss": "mse", "epochs": 1, "warmup_epochs": 0, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        train_model(_linear_model(), data, data, **kwargs)
+    with pytest.raises(ValueError, match="val_data"):
+        train_model(_linear_model(), data, None, loss="mse", epochs=1, warmup_epochs=0)
