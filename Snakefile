@@ -25,6 +25,16 @@ include: "rules/morphometry.smk"
 include: "rules/report.smk"
 
 
+# Cohort-level summaries are light: on a cluster they run where Snakemake runs.
+localrules:
+    all,
+    qc,
+    tables,
+    fig9,
+    fig10,
+    morphometry_table,
+
+
 rule all:
     default_target: True
     input:

@@ -17,9 +17,9 @@ TINY = {
              "n_test_per_stratum": 1, "difficulty": 1.0, "contact_sheet_images": 4},
     "posenet": {"width": 4, "depth": 3, "epochs": 2, "warmup_epochs": 1, "patience": 2, "shard_size": 3},
     "segmentation": {"filters": [4, 8, 8, 16, 16], "epochs": 2, "warmup_epochs": 1,
-                     "patience": 2, "shard_size": 3, "jitter_copies": 1},
+                     "patience": 2, "shard_size": 10, "jitter_copies": 1},
     "whole_image": {"filters": [4, 8, 8, 16, 16], "epochs": 2, "warmup_epochs": 1,
-                    "patience": 2, "shard_size": 3},
+                    "patience": 2, "shard_size": 10},
     "levelset": {"iterations": 20, "search": {"lam": [0.2], "alpha": [0.0], "mu_l": [5.0]}},
     "evaluation": {"n_boot": 200, "seed": 0, "overlays": 2},
 }
@@ -66,3 +66,13 @@ def tiny_cohort(tmp_path_factory):
     demo = TINY["demo"]
     return write_demo_cohort(folder, seed=demo["seed"], n_train=demo["n_train"],
                              n_val=demo["n_val"], n_test_per_stratum=demo["n_test_per_stratum"])
+
+
+@pytest.fixture(scope="session")
+def reference_run(tiny_cohort, tmp_path_factory):
+    """``snakemake all`` and ``--report`` on the tiny cohort with tiny models, once."""
+    workdir = tmp_path_factory.mktemp("run")
+    config = write_config(workdir, samples=str(tiny_cohort))
+    run_snakemake(workdir, "all", configfile=config)
+    run_snakemake(workdir, "--report", "results/report.html", configfile=config)
+    return workdir

@@ -12,14 +12,9 @@ pytestmark = pytest.mark.workflow
 SIX = {"Orig UNet", "Orig MNet", "PN+UNet", "PN+MNet", "PN+UNet+LS", "PN+MNet+LS"}
 
 
-@pytest.fixture(scope="module")
-def full_run(tiny_cohort, tmp_path_factory):
-    """``snakemake all`` and ``--report`` on the tiny cohort with tiny models."""
-    workdir = tmp_path_factory.mktemp("run")
-    config = write_config(workdir, samples=str(tiny_cohort))
-    run_snakemake(workdir, "all", configfile=config)
-    run_snakemake(workdir, "--report", "results/report.html", configfile=config)
-    return workdir
+@pytest.fixture
+def full_run(reference_run):
+    return reference_run
 
 
 def test_dry_run_lists_every_rule_of_the_design(tiny_cohort, tmp_path):
@@ -64,3 +59,41 @@ def test_table1_fig10_fig9_overlays_and_report(full_run):
             assert (full_run / f"results/figures/{name}.{ext}").stat().st_size > 0
     assert (full_run / "results/report.html").stat().st_size > 10_000
     assert (full_run / "results/qc.tsv").exists()
+
+
+def test_inference_only_and_mixed_sheets(reference_run, tiny_cohort, tmp_path):
+    """Unlabelled images get centres, masks, heights and grades; only annotated ones metrics."""
+    sheet = pd.read_csv(tiny_cohort, sep="\t", dtype=str, keep_default_na=False)
+    test = sheet[sheet["split"] == "test"].copy()
+    base = Path(tiny_cohort).parent
+    for column in ("image", "annotation"):
+        test[column] = [str(base / p) if p else "" for p in test[column]]
+    unlabelled = list(test["image_id"][:2])
+    test.loc[test["image_id"].isin(unlabelled), "annotation"] = ""
+    mixed = tmp_path / "mixed.tsv"
+    test.to_csv(mixed, sep="\t", index=False)
+    models = reference_run / "results/models"
+    config = write_config(
+        tmp_path, samples=str(mixed),
+        posenet={"model": str(models / "posenet.keras")},
+        segmentation={"mnet_model": str(models / "mnet.keras"),
+                      "unet_model": str(models / "unet.keras")},
+        whole_image={"mnet_model": str(models / "mnet_whole.keras"),
+                     "unet_model": str(models / "unet_whole.keras")},
+    )
+    dry = run_snakemake(tmp_path, "-n", "all", configfile=config).stdout
+    assert "rule train_posenet:" not in dry and "rule train_mnet:" not in dry
+    run_snakemake(tmp_path, "all", configfile=config)
+    annotated = sorted(set(test["image_id"]) - set(unlabelled))
+    assert sorted(p.name.split(".")[0] for p in (tmp_path / "results/metrics").glob("*.localization.tsv")) == annotated
+    heights = pd.read_csv(tmp_path / "results/tables/morphometry.tsv", sep="\t")
+    pipeline = heights[heights["source"] == "PN+MNet+LS"]
+    assert set(pipeline["image_id"]) == set(test["image_id"])
+    assert set(heights.loc[heights["source"] == "ground truth mask", "image_id"]) == set(annotated)
+    assert (tmp_path / "results/tables/grade_counts.tsv").exists()
+    for image_id in unlabelled:
+        peaks = (tmp_path / "results/select_peaks" / f"{image_id}.json").read_text()
+        assert '"status"' in peaks
+    t2 = pd.read_csv(tmp_path / "results/tables/table2.csv")
+    assert (t2.loc[(t2["source"] == "this run") & (t2["stratum"] == "all"), "n"] == len(annotated)).all()
+    assert list((tmp_path / "results/figures/overlays").glob("*.png"))
