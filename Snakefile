@@ -33,6 +33,7 @@ localrules:
     fig9,
     fig10,
     morphometry_table,
+    fracture_figure,
 
 
 rule all:

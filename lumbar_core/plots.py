@@ -27,6 +27,7 @@ __all__ = [
     "GT_COLOUR",
     "METHOD_COLOURS",
     "contact_sheet",
+    "plot_fracture_examples",
     "plot_centre_errors",
     "plot_loss_curves",
     "plot_overlay",
@@ -462,3 +463,66 @@ def contact_sheet(images, annotations, out_path, *, titles=None, ncols: int = 4,
         _draw_annotation(ax, annotations[i], i)
         _image_axes(ax, np.shape(images[i]), "" if titles is None else str(titles[i]))
     return [_savefig_atomic(fig, out_path, dpi=dpi)]
+
+
+# ----------------------------------------------------------------------------- fractures
+_HEIGHT_PAIRS = (("ha", "upper_anterior", "lower_anterior"),
+                 ("hm", "upper_mid", "lower_mid"),
+                 ("hp", "upper_posterior", "lower_posterior"))
+
+
+def plot_fracture_examples(examples, out_stem, *, ncols: int = 3, dpi: int = 150) -> list[Path]:
+    """Fractured vertebrae with their measured heights drawn on them.
+
+    Parameters
+    ----------
+    examples : list of dict
+        One per vertebra: ``image`` (M, N) float in [0, 1] (the input grid), ``mask``
+        (M, N) bool (the measured body), ``row`` (a row of
+        :func:`lumbar_core.morphometry.measure_spine`, with the six points ``<name>_x``,
+        ``<name>_y``, heights ``ha_px``.. and ``ha_mm``.., ``grade`` and ``type``) and a
+        ``title``.
+    out_stem : str or path-like
+        Output path without suffix; PNG and PDF are written.
+
+    Returns
+    -------
+    list of Path
+    """
+    _check_dpi(dpi)
+    n = max(len(examples), 1)
+    ncols = min(ncols, n)
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(3.2 * ncols, 3.4 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes:
+        ax.set_axis_off()
+    if not examples:
+        axes[0].text(0.5, 0.5, "no fractured vertebra found", ha="center", va="center")
+    for ax, ex in zip(axes, examples):
+        row, mask = ex["row"], np.asarray(ex["mask"], dtype=bool)
+        rows, cols = np.nonzero(mask)
+        if rows.size == 0:
+            continue
+        pad = int(0.6 * max(np.ptp(rows), np.ptp(cols)))
+        r0, r1 = max(rows.min() - pad, 0), min(rows.max() + pad + 1, mask.shape[0])
+        c0, c1 = max(cols.min() - pad, 0), min(cols.max() + pad + 1, mask.shape[1])
+        ax.imshow(np.asarray(ex["image"])[r0:r1, c0:c1], cmap="gray", vmin=0, vmax=1,
+                  extent=(c0 - 0.5, c1 - 0.5, r1 - 0.5, r0 - 0.5))
+        for c in find_contours(np.pad(mask[r0:r1, c0:c1], 1).astype(np.float32), 0.5):
+            ax.plot(c[:, 1] - 1 + c0, c[:, 0] - 1 + r0, color="red", lw=0.8)
+        for name, top, bottom in _HEIGHT_PAIRS:
+            x = [row[f"{top}_x"], row[f"{bottom}_x"]]
+            y = [row[f"{top}_y"], row[f"{bottom}_y"]]
+            if not np.all(np.isfinite(x + y)):
+                continue
+            ax.plot(x, y, color="cyan", lw=1.2, marker="o", ms=2.5)
+            mm = row.get(f"{name}_mm")
+            value = f"{mm:.1f} mm" if mm is not None and np.isfinite(mm) else f"{row[f'{name}_px']:.0f} px"
+            ax.text(np.mean(x), np.mean(y), f"{name} {value}", color="yellow", fontsize=6,
+                    ha="center", va="center", bbox={"facecolor": "black", "alpha": 0.5, "pad": 1})
+        ax.set_xlim(c0 - 0.5, c1 - 0.5)
+        ax.set_ylim(r1 - 0.5, r0 - 0.5)
+        ax.set_title(ex.get("title", ""), fontsize=8)
+    fig.tight_layout()
+    return _save(fig, out_stem, dpi=dpi)

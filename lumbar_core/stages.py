@@ -597,3 +597,38 @@ def run_morphometry_summary(paths, out_rows, out_agreement, out_counts) -> dict:
                             "confusion": stats["confusion"].tolist()})
     io.write_table(out_agreement, pd.DataFrame(summary))
     return {"rows": len(rows), "agreement": summary}
+
+
+def run_fracture_figure(morphometry_path, inputs: dict, out_stem, *, n: int = 6) -> list:
+    """Rule ``fracture_figure``: the ``n`` most reduced vertebrae graded >= 1 by the pipeline.
+
+    ``inputs`` maps image ids to ``{"image": path, "refined": path}``. Vertebrae whose
+    annotation says fractured come first, so the figure shows what the grading is for.
+    """
+    import pandas as pd
+
+    from .localize import LEVELS as _LEVELS
+    from .plots import plot_fracture_examples
+    from .preprocess import normalise_intensity
+
+    rows = io.read_table(morphometry_path, dtype={"image_id": str})
+    ours = rows[(rows["source"] == "PN+MNet+LS") & (pd.to_numeric(rows.get("grade"),
+                                                                   errors="coerce") >= 1)]
+    if "true_grade" in ours:
+        ours = ours.assign(_true=pd.to_numeric(ours["true_grade"], errors="coerce").fillna(0))
+        ours = ours.sort_values(["_true", "reduction"], ascending=False)
+    else:
+        ours = ours.sort_values("reduction", ascending=False)
+    examples = []
+    for _, row in ours.head(n).iterrows():
+        paths = inputs[row["image_id"]]
+        raw, _ = io.read_image(paths["image"])
+        labels = io.load_npz(paths["refined"])["mnet_labels_input"]
+        truth = f", annotated {int(row['true_grade'])} {row['true_type']}" if pd.notna(
+            row.get("true_grade")) else ""
+        examples.append({"image": normalise_intensity(raw),
+                         "mask": labels == _LEVELS.index(row["level"]) + 1, "row": row,
+                         "title": f"{row['image_id']} {row['level']}: grade {int(row['grade'])} "
+                                  f"{row['type']}{truth}"})
+    plot_fracture_examples(examples, out_stem)
+    return [f"{e['row']['image_id']} {e['row']['level']}" for e in examples]

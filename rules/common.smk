@@ -105,6 +105,7 @@ def all_targets():
     targets += per_image("results/levelset_refine/{image_id}.npz", PRED_IDS)
     if PRED_IDS:
         targets += ["results/tables/morphometry.tsv", "results/figures/overlays"]
+        targets += ["results/figures/fracture_examples.png"]
     if EVAL_IDS:
         targets += expand(
             "results/tables/{table}.{ext}",

@@ -49,3 +49,28 @@ rule morphometry_table:
         mem_mb=2000,
     script:
         "../workflow_scripts/morphometry_table.py"
+
+
+rule fracture_figure:
+    """Fractured vertebrae (pipeline grade >= 1) with their measured heights drawn on them."""
+    input:
+        rows="results/tables/morphometry.tsv",
+        refined=per_image("results/levelset_refine/{image_id}.npz", PRED_IDS),
+    output:
+        png=report(
+            "results/figures/fracture_examples.png",
+            caption="../report/fracture_examples.rst",
+            category="Fracture grading",
+        ),
+        pdf="results/figures/fracture_examples.pdf",
+    log:
+        "logs/fracture_figure.log",
+    conda:
+        "../envs/cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        images={i: SAMPLES.loc[i, "image"] for i in PRED_IDS},
+    script:
+        "../workflow_scripts/fracture_figure.py"

@@ -135,3 +135,28 @@ def test_contact_sheet(tmp_path):
         plots.contact_sheet(images, annotations[:2], tmp_path / "bad.png")
     with pytest.raises(ValueError, match="vertebrae"):
         plots.contact_sheet(images[:1], [{}], tmp_path / "bad.png")
+
+
+def test_fracture_examples_draw_measured_heights(tmp_path):
+    from skimage.draw import polygon
+
+    from lumbar_core.morphometry import measure_spine
+    from lumbar_core.plots import plot_fracture_examples
+
+    labels = np.zeros((400, 200), np.uint8)
+    for k in range(5):
+        top = 20 + 75 * k
+        front = 0.7 if k == 2 else 1.0  # L3 a wedge: anterior height 30 % lower
+        rr, cc = polygon([top + 60 * (1 - front), top, top + 60, top + 60],
+                         [60, 140, 140, 60], labels.shape)
+        labels[rr, cc] = k + 1
+    rows = measure_spine(labels, spacing_mm=(0.5, 0.5), anterior="left")
+    row = rows[rows["level"] == "L3"].iloc[0]
+    assert row["grade"] == 2 and row["type"] == "wedge"
+    image = (labels > 0).astype(float) * 0.6 + 0.2
+    paths = plot_fracture_examples([{"image": image, "mask": labels == 3, "row": row,
+                                     "title": "L3"}], tmp_path / "frac")
+    assert [p.suffix for p in paths] == [".png", ".pdf"]
+    assert all(p.stat().st_size > 1000 for p in paths)
+    empty = plot_fracture_examples([], tmp_path / "none")
+    assert empty[0].stat().st_size > 1000
