@@ -59,10 +59,12 @@ def write_config(workdir, **overrides) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_cohort(tmp_path_factory):
-    """A tiny demo cohort (10 images) written by the library, shared by the tests."""
+    """A tiny demo cohort (10 images) written by the library, in a folder whose name has
+    spaces and non-ASCII letters; shared by the tests."""
     from lumbar_core.phantom import write_demo_cohort
 
-    folder = tmp_path_factory.mktemp("cohort")
+    # Unicode and spaces in the cohort's paths, as site exports often have them.
+    folder = tmp_path_factory.mktemp("cohort") / "Kohorte ünï 2024 (export)"
     demo = TINY["demo"]
     return write_demo_cohort(folder, seed=demo["seed"], n_train=demo["n_train"],
                              n_val=demo["n_val"], n_test_per_stratum=demo["n_test_per_stratum"])

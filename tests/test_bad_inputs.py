@@ -170,3 +170,17 @@ def test_good_annotation_gives_masks_in_every_grid(tmp_path):
     assert np.count_nonzero(masks["input"] == 3) == 81 * 41
     points = io.read_json(tmp_path / "gt.json")
     assert np.allclose(points["centres_input"][2], [160, 180])
+
+
+def test_unicode_and_spaces_in_paths(tmp_path):
+    from lumbar_core.cohort import load_sample_sheet
+
+    folder = tmp_path / "Röntgen Bilder" / "Ω site 2"
+    folder.mkdir(parents=True)
+    io.write_png16(folder / "bild 1 ä.png", _spine_image())
+    sheet = folder / "proben liste.tsv"
+    sheet.write_text("image_id\timage\tannotation\tsplit\tmodality\tgroup\n"
+                     "b1\tbild 1 ä.png\t\ttest\tDR\tnormal\n", encoding="utf-8")
+    df = load_sample_sheet(sheet)
+    assert df.loc["b1", "image"] == str(folder / "bild 1 ä.png")
+    assert _preprocess(tmp_path, df.loc["b1", "image"])["status"] == "ok"
