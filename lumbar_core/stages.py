@@ -209,7 +209,7 @@ def run_train_patches(io_path, points_path, masks_path, out, *, image_id: str, s
     As the paper does, the centres are perturbed with Gaussian noise (std ``jitter_px`` in
     ``Io`` pixels) to mimic test-time localisation error; the boxes follow the perturbed
     centres. The target of each patch is the mask of its centre vertebra only (METHOD.md
-    Decision). The first copy is unjittered.
+    Decision).
     """
     image, record = load_io(io_path)
     points = io.read_json(points_path)
@@ -220,8 +220,8 @@ def run_train_patches(io_path, points_path, masks_path, out, *, image_id: str, s
     rng = np.random.default_rng(_stable_seed(seed, image_id))
     centres = np.array(points["centres_io"])
     patches, masks = [], []
-    for copy in range(jitter_copies):
-        jitter = rng.normal(0.0, jitter_px, size=centres.shape) if copy else 0.0
+    for _ in range(jitter_copies):
+        jitter = rng.normal(0.0, jitter_px, size=centres.shape)
         boxes = crop_boxes(centres + jitter)
         patches.append(extract_patches(image, boxes, patch_size=patch_size))
         label_patches = extract_patches(labels, boxes, patch_size=patch_size, order=0)
