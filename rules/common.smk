@@ -1,17 +1,16 @@
-import os
 import sys
 from pathlib import Path
 
 import pandas as pd
 from snakemake.utils import validate
 
-# The library lives beside this workflow; make it importable by every job, also in conda
-# environments that do not have the package installed.
+# The library lives beside this workflow; make it importable here and by every job, also
+# in conda environments that do not have the package installed.
 sys.path.insert(0, workflow.basedir)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p
-)
 from lumbar_core.cohort import load_sample_sheet, make_shards
+from lumbar_core.environment import export_gpu_slots, export_library_path
+
+export_library_path(workflow.basedir)
 
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 
@@ -94,7 +93,19 @@ def model_path(block, key, name):
 # model rules claim one of K slots themselves (lumbar_core.gpu). K reaches the jobs through
 # the environment, not params, so that changing it never triggers a rerun.
 if "gpu" in workflow.global_resources:
-    os.environ["LUMBAR_GPU_SLOTS"] = str(workflow.global_resources["gpu"].value)
+    export_gpu_slots(workflow.global_resources["gpu"])
+
+
+def morphometry_inputs(wildcards):
+    """Inputs of the morphometry step; ground truth only where the image has it."""
+    inputs = {
+        "refined": f"results/levelset_refine/{wildcards.image_id}.npz",
+        "geometry": f"results/preprocess/{wildcards.image_id}.geometry.json",
+    }
+    if wildcards.image_id in ANNOTATED.index:
+        inputs["points"] = f"results/ground_truth/{wildcards.image_id}.json"
+        inputs["masks"] = f"results/ground_truth/{wildcards.image_id}.npz"
+    return inputs
 
 
 def all_targets():

@@ -1,14 +1,3 @@
-def morphometry_inputs(wildcards):
-    inputs = {
-        "refined": f"results/levelset_refine/{wildcards.image_id}.npz",
-        "geometry": f"results/preprocess/{wildcards.image_id}.geometry.json",
-    }
-    if wildcards.image_id in ANNOTATED.index:
-        inputs["points"] = f"results/ground_truth/{wildcards.image_id}.json"
-        inputs["masks"] = f"results/ground_truth/{wildcards.image_id}.npz"
-    return inputs
-
-
 rule morphometry:
     """Beyond the paper: vertebral heights and Genant grades per vertebra."""
     input:
