@@ -27,10 +27,11 @@ TINY = {
 
 def run_snakemake(workdir, *args, configfile=None, check=True, timeout=1500, env=None):
     """Run the real ``snakemake`` CLI on the repo's Snakefile in ``workdir``."""
-    cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--cores", "2", "--rerun-incomplete", "--nolock", "--show-failed-logs"]
+    cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
     if configfile:
+        # --configfile takes several values: an option must follow it, not a target.
         cmd += ["--configfile", str(configfile)]
+    cmd += ["--cores", "2", "--rerun-incomplete", "--nolock", "--show-failed-logs"]
     proc = subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
     if check and proc.returncode != 0:

@@ -34,7 +34,7 @@ def _assert_same_tables(a, b):
 
 def _start(workdir, config):
     cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--cores", "2", "--rerun-incomplete", "--nolock", "--configfile", str(config), "all"]
+           "--configfile", str(config), "--cores", "2", "--rerun-incomplete", "--nolock", "all"]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
 
