@@ -521,8 +521,8 @@ def run_contact_sheet(sheet_path, out_path, *, n: int = 8) -> None:
 # --------------------------------------------------------------------------- beyond the paper
 
 
-def run_morphometry(image_id: str, refined_path, geometry_path, out, *, points_path=None,
-                    masks_path=None) -> None:
+def run_morphometry(image_id: str, refined_path, geometry_path, peaks_path, out, *,
+                    points_path=None, masks_path=None) -> None:
     """Rule ``morphometry``: heights and Genant grades of L1..L5 for one image.
 
     Rows for the pipeline's masks (``source = "PN+MNet+LS"``, in the input grid, with the
@@ -532,7 +532,7 @@ def run_morphometry(image_id: str, refined_path, geometry_path, out, *, points_p
     """
     import pandas as pd
 
-    from .morphometry import heights_from_outline, measure_spine
+    from .morphometry import heights_from_outline, measure_spine, spine_anterior_direction
 
     refined = io.load_npz(refined_path)
     status, message = status_of(refined)
@@ -540,8 +540,20 @@ def run_morphometry(image_id: str, refined_path, geometry_path, out, *, points_p
     spacing = geometry.get("pixel_spacing_mm")
     frames = []
     if status == "ok":
-        frames.append(measure_spine(refined["mnet_labels_input"], spacing_mm=spacing)
-                      .assign(source="PN+MNet+LS"))
+        # The anterior side from the five detected centres (the lordosis bulges forward),
+        # so that an image with fewer than three segmented levels is still measured.
+        try:
+            anterior = spine_anterior_direction(io.read_json(peaks_path)["centres_input"])
+        except ValueError:
+            anterior = None
+        try:
+            frames.append(measure_spine(refined["mnet_labels_input"], spacing_mm=spacing,
+                                        anterior=anterior).assign(source="PN+MNet+LS"))
+        except ValueError as err:
+            status, message = "not measured", str(err)
+    if status != "ok":
+        frames.append(pd.DataFrame({"level": list(LEVELS), "source": "PN+MNet+LS",
+                                    "status": status, "message": message}))
     points = io.read_json(points_path) if points_path else {}
     if points.get("status") == "ok":
         gt = measure_spine(io.load_npz(masks_path)["input"], spacing_mm=spacing,
@@ -553,13 +565,10 @@ def run_morphometry(image_id: str, refined_path, geometry_path, out, *, points_p
                                                  true_grade=points["genant_grade"],
                                                  true_type=points["genant_type"])
         frames = [f.merge(truth, on="level", how="left") for f in frames]
-    if not frames:
-        table = pd.DataFrame({"level": list(LEVELS), "source": "PN+MNet+LS"})
-    else:
-        table = pd.concat(frames, ignore_index=True)
+    table = pd.concat(frames, ignore_index=True)
     table.insert(0, "image_id", image_id)
-    table["status"] = status if status != "ok" else "ok"
-    table["message"] = message
+    table["status"] = table["status"].fillna("ok") if "status" in table else "ok"
+    table["message"] = table["message"].fillna("") if "message" in table else ""
     io.write_table(out, table)
 
 

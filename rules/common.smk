@@ -101,6 +101,7 @@ def morphometry_inputs(wildcards):
     inputs = {
         "refined": f"results/levelset_refine/{wildcards.image_id}.npz",
         "geometry": f"results/preprocess/{wildcards.image_id}.geometry.json",
+        "peaks": f"results/select_peaks/{wildcards.image_id}.json",
     }
     if wildcards.image_id in ANNOTATED.index:
         inputs["points"] = f"results/ground_truth/{wildcards.image_id}.json"

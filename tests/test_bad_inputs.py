@@ -184,3 +184,21 @@ def test_unicode_and_spaces_in_paths(tmp_path):
     df = load_sample_sheet(sheet)
     assert df.loc["b1", "image"] == str(folder / "bild 1 ä.png")
     assert _preprocess(tmp_path, df.loc["b1", "image"])["status"] == "ok"
+
+
+def test_morphometry_records_an_image_it_cannot_measure(tmp_path):
+    """A pipeline mask with one vertebra left is recorded as not measured, never a crash."""
+    from lumbar_core.stages import run_morphometry
+
+    labels = np.zeros((400, 300), np.uint8)
+    labels[100:140, 120:200] = 3
+    io.save_npz(tmp_path / "refined.npz", mnet_labels_input=labels, status="ok", message="")
+    io.write_json(tmp_path / "geometry.json", {"status": "ok", "pixel_spacing_mm": None})
+    io.write_json(tmp_path / "peaks.json", {"status": "ok", "centres_input": [[160, 60]] * 5})
+    run_morphometry("x", tmp_path / "refined.npz", tmp_path / "geometry.json",
+                    tmp_path / "peaks.json", tmp_path / "out.tsv")
+    rows = io.read_table(tmp_path / "out.tsv")
+    assert len(rows) == 5 and set(rows["source"]) == {"PN+MNet+LS"}
+    # five identical centres give no anterior side, and one level cannot give it either
+    assert (rows["status"] == "not measured").all()
+    assert rows["message"].str.contains("anterior").all()

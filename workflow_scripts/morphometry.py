@@ -11,6 +11,7 @@ run_morphometry(
     snakemake.wildcards.image_id,
     inp.refined,
     inp.geometry,
+    inp.peaks,
     snakemake.output.heights,
     points_path=inp.get("points"),
     masks_path=inp.get("masks"),
