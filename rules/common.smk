@@ -57,17 +57,25 @@ wildcard_constraints:
     shard="[0-9]{4}",
 
 
+# Plain dicts: input functions run once per job, and a DataFrame lookup per call adds up
+# on sheets of tens of thousands of images.
+IMAGE = SAMPLES["image"].to_dict()
+ANNOTATION = SAMPLES["annotation"].to_dict()
+SPACING = {
+    i: None if pd.isna(v) else float(v) for i, v in SAMPLES["pixel_spacing_mm"].items()
+}
+
+
 def image_of(wildcards):
-    return SAMPLES.loc[wildcards.image_id, "image"]
+    return IMAGE[wildcards.image_id]
 
 
 def annotation_of(wildcards):
-    return SAMPLES.loc[wildcards.image_id, "annotation"]
+    return ANNOTATION[wildcards.image_id]
 
 
 def spacing_of(wildcards):
-    value = SAMPLES.loc[wildcards.image_id, "pixel_spacing_mm"]
-    return None if pd.isna(value) else float(value)
+    return SPACING[wildcards.image_id]
 
 
 def per_image(pattern, ids):

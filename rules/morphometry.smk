@@ -60,6 +60,6 @@ rule fracture_figure:
     resources:
         mem_mb=4000,
     params:
-        images={i: SAMPLES.loc[i, "image"] for i in PRED_IDS},
+        images={i: IMAGE[i] for i in PRED_IDS},
     script:
         "../workflow_scripts/fracture_figure.py"

@@ -72,7 +72,7 @@ rule overlays:
         mem_mb=4000,
     params:
         n=config["evaluation"]["overlays"],
-        images={i: SAMPLES.loc[i, "image"] for i in PRED_IDS},
+        images={i: IMAGE[i] for i in PRED_IDS},
         annotated=EVAL_IDS,
         shard_of=SHARD_OF,
     script:
