@@ -1,10 +1,7 @@
 rule fig9:
     """Fig. 9: training and validation loss of every trained model."""
     input:
-        histories=[
-            f"results/models/{name}.history.csv"
-            for name in ("posenet", "mnet", "unet", "mnet_whole", "unet_whole")
-        ],
+        histories=list(TRAINED.values()),
     output:
         png=report(
             "results/figures/fig9_loss_curves.png",
