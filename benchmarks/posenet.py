@@ -17,33 +17,13 @@ import os
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
+from _bench import devices, median_s
+
 _ROOT = Path(__file__).resolve().parents[1]
-
-
-def _median_s(run, repeats):
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
-def _devices():
-    import keras
-
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        gpus = tf.config.list_physical_devices("GPU")
-        return ", ".join(d.name for d in gpus) or "CPU"
-    return keras.backend.backend()
 
 
 def measure(width, depth, repeats):
@@ -57,16 +37,16 @@ def measure(width, depth, repeats):
     keras.utils.set_random_seed(0)
     model = build_posenet((512, 256, 1), width=width, depth=depth)
     images = np.random.default_rng(0).random((8, 512, 256)).astype(np.float32)
-    batch1 = _median_s(lambda: predict_heatmaps(model, images[:1], batch_size=1), repeats)
-    batch8 = _median_s(lambda: predict_heatmaps(model, images, batch_size=8), repeats)
+    batch1 = median_s(lambda: predict_heatmaps(model, images[:1], batch_size=1), repeats)
+    batch8 = median_s(lambda: predict_heatmaps(model, images, batch_size=8), repeats)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=posenet_loss())
     x = images[:4, ..., None]
     y = {"y_l5": np.zeros_like(x), "y_l15": np.zeros_like(x)}
-    step = _median_s(lambda: model.train_on_batch(x, y), repeats)
+    step = median_s(lambda: model.train_on_batch(x, y), repeats)
     return {
         "width": width,
         "depth": depth,
-        "device": _devices(),
+        "device": devices(),
         "params": model.count_params(),
         "infer_ms_batch1": 1e3 * batch1,
         "infer_ms_per_image_batch8": 1e3 * batch8 / 8,

@@ -19,35 +19,15 @@ import os
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
+from _bench import devices, median_s
+
 _ROOT = Path(__file__).resolve().parents[1]
 FILTERS = {"cpu": (8, 16, 32, 64, 128), "paper": (32, 64, 128, 256, 512)}
 INPUTS = {"patch": ((224, 224, 1), 2), "whole": ((512, 256, 1), 6)}
-
-
-def _median_s(run, repeats):
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
-def _devices():
-    import keras
-
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        gpus = tf.config.list_physical_devices("GPU")
-        return ", ".join(d.name for d in gpus) or "CPU"
-    return keras.backend.backend()
 
 
 def measure(arch, width, kind, repeats):
@@ -64,17 +44,17 @@ def measure(arch, width, kind, repeats):
     model = build(input_shape, num_classes=num_classes, filters=FILTERS[width])
     rng = np.random.default_rng(0)
     images = rng.random((8, *input_shape[:2])).astype(np.float32)
-    batch1 = _median_s(lambda: predict_segmentation(model, images[:1], batch_size=1), repeats)
-    batch8 = _median_s(lambda: predict_segmentation(model, images, batch_size=8), repeats)
+    batch1 = median_s(lambda: predict_segmentation(model, images[:1], batch_size=1), repeats)
+    batch8 = median_s(lambda: predict_segmentation(model, images, batch_size=8), repeats)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss())
     x = images[:4, ..., None]
     onehot = np.eye(num_classes, dtype=np.float32)[rng.integers(0, num_classes, (4, *input_shape[:2]))]
-    step = _median_s(lambda: model.train_on_batch(x, {k: onehot for k in model.output_names}), repeats)
+    step = median_s(lambda: model.train_on_batch(x, {k: onehot for k in model.output_names}), repeats)
     return {
         "arch": arch,
         "width": width,
         "input": "x".join(map(str, input_shape[:2])),
-        "device": _devices(),
+        "device": devices(),
         "params": model.count_params(),
         "infer_ms_batch1": 1e3 * batch1,
         "infer_ms_per_image_batch8": 1e3 * batch8 / 8,

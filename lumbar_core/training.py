@@ -77,6 +77,19 @@ def _affine(shape, rotation_deg, shift_rc):
     return inverse, offset, rot, centre, shift
 
 
+def _check_labels(labels, shape, what):
+    """Integer class labels of ``shape`` (booleans become 0/1), or ValueError."""
+    labels = np.asarray(labels)
+    if labels.dtype == bool:
+        labels = labels.astype(np.uint8)
+    if labels.shape != tuple(shape) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"labels must be an integer array {what} {tuple(shape)}. "
+            f"Received: shape={labels.shape}, dtype={labels.dtype}"
+        )
+    return labels
+
+
 def augment_pair(
     image: np.ndarray,
     *,
@@ -151,14 +164,7 @@ def augment_pair(
         if points.ndim != 2 or points.shape[1] != 2:
             raise ValueError(f"points must be a (K, 2) array of (x, y). Received: shape={points.shape}")
     if labels is not None:
-        labels = np.asarray(labels)
-        if labels.dtype == bool:
-            labels = labels.astype(np.uint8)
-        if labels.shape != image.shape or not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(
-                f"labels must be an integer array of the image shape {image.shape}. "
-                f"Received: shape={labels.shape}, dtype={labels.dtype}"
-            )
+        labels = _check_labels(labels, image.shape, "of the image shape")
 
     gamma = rng.uniform(*contrast_range)
     gain = rng.uniform(*contrast_range)
@@ -359,14 +365,7 @@ class SegmentationSequence(_AugmentedSequence):
         **kwargs,
     ):
         images = _check_images(images)
-        labels = np.asarray(labels)
-        if labels.dtype == bool:
-            labels = labels.astype(np.uint8)
-        if labels.shape != images.shape or not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(
-                f"labels must be an integer array of shape {images.shape}. "
-                f"Received: shape={labels.shape}, dtype={labels.dtype}"
-            )
+        labels = _check_labels(labels, images.shape, "of shape")
         if not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
             raise ValueError(f"num_classes must be an int >= 2. Received: num_classes={num_classes!r}")
         if labels.min() < 0 or labels.max() >= num_classes:
