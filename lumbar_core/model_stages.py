@@ -158,7 +158,11 @@ def run_train_whole(arch, image_paths, mask_paths, out_model, out_history, *, tr
     set_seed(training["seed"], deterministic=training.get("deterministic", True))
     tr_i, va_i = _split(image_paths, train_ids, val_ids)
     tr_m, va_m = _split(mask_paths, train_ids, val_ids)
-    model, loss = _segmentation_model(arch, (*I_SHAPE, 1), 6, settings["filters"])
+    from .models.whole import build_whole_image, whole_image_loss
+
+    model = build_whole_image(arch, (*I_SHAPE, 1), num_classes=6, filters=settings["filters"],
+                              downsample=settings.get("downsample", 1))
+    loss = whole_image_loss(arch)
     kw = {"num_classes": 6, "batch_size": settings["batch_size"],
           "output_names": list(model.output_names)}
     train_seq = SegmentationSequence(*_whole_data(tr_i, tr_m), augment=True, seed=training["seed"],

@@ -18,6 +18,7 @@ from lumbar_core.models import (
     build_mnet,
     build_posenet,
     build_unet,
+    build_whole_image,
     heatmap_sse,
     load_model,
     mnet_loss,
@@ -315,6 +316,34 @@ def test_unet_whole_image_variant_and_counts():
     assert full.count_params() == 7_759_554
     with pytest.raises(ValueError, match="multiples of 16"):
         build_unet((64, 40, 1))
+
+
+@pytest.mark.parametrize("arch", ["mnet", "unet"])
+def test_whole_image_baseline_on_pooled_input(arch, tmp_path):
+    plain = build_whole_image(arch, (64, 32, 1), num_classes=6, filters=TINY_FILTERS)
+    pooled = build_whole_image(arch, (64, 32, 1), num_classes=6, filters=TINY_FILTERS, downsample=2)
+    # Same output names (the losses of Eq. 8 are keyed by them), same full-size shapes.
+    assert sorted(pooled.output_names) == sorted(plain.output_names)
+    for output in pooled.outputs:
+        assert tuple(output.shape) == (None, 64, 32, 6)
+    x = np.random.default_rng(0).random((2, 64, 32), np.float32)
+    probs = predict_segmentation(pooled, x)
+    # Bilinear upsampling mixes probability vectors: they still sum to one.
+    np.testing.assert_allclose(probs.sum(axis=-1), 1.0, atol=1e-5)
+    # About downsample**2 fewer pixels: the core network runs on 32 x 16.
+    assert pooled.get_layer(f"{arch}_whole_core").inputs[0].shape[1:3] == (32, 16)
+    save_model(pooled, tmp_path / "whole.keras")
+    np.testing.assert_allclose(predict_segmentation(load_model(tmp_path / "whole.keras"), x), probs,
+                               atol=1e-6)
+
+
+def test_whole_image_baseline_rejects_bad_settings():
+    with pytest.raises(ValueError, match="arch must be 'mnet' or 'unet'"):
+        build_whole_image("fcn")
+    with pytest.raises(ValueError, match="downsample must be a positive int"):
+        build_whole_image("unet", (64, 32, 1), downsample=0)
+    with pytest.raises(ValueError, match="multiples of downsample=3"):
+        build_whole_image("unet", (64, 32, 1), filters=TINY_FILTERS, downsample=3)
 
 
 # ---------------------------------------------------------------- losses

@@ -3,6 +3,7 @@
 - :func:`build_posenet`: Pose-net, localisation of the five centres (paper 2.2).
 - :func:`build_mnet`: M-net, segmentation of a vertebra patch (paper 2.3).
 - :func:`build_unet`: the U-net baseline of Table 2.
+- :func:`build_whole_image`: Table 2's whole-image ("Original") M-net and U-net.
 - :func:`save_model` / :func:`load_model`: ``.keras`` files, written atomically and
   read in Keras' safe mode (no code is ever executed from a model file).
 - :func:`predict_heatmaps` / :func:`predict_segmentation`: batched inference on numpy
@@ -26,6 +27,7 @@ from .losses import WeightedCategoricalCrossentropy, heatmap_sse
 from .mnet import SIDE_OUTPUTS, build_mnet, mnet_loss
 from .posenet import build_posenet, posenet_loss
 from .unet import build_unet, unet_loss
+from .whole import build_whole_image, whole_image_loss
 
 __all__ = [
     "SIDE_OUTPUTS",
@@ -33,6 +35,7 @@ __all__ = [
     "build_mnet",
     "build_posenet",
     "build_unet",
+    "build_whole_image",
     "heatmap_sse",
     "load_model",
     "losses",
@@ -42,6 +45,7 @@ __all__ = [
     "predict_segmentation",
     "save_model",
     "unet_loss",
+    "whole_image_loss",
 ]
 
 
