@@ -422,8 +422,13 @@ class _WarmupEarlyStopping(keras.callbacks.Callback):
         seconds = time.perf_counter() - self._start
         lr = self._lr
         loss, val_loss = float(logs.get("loss", np.nan)), float(logs.get("val_loss", np.nan))
+        # Each output's own loss too (e.g. ``y_l5_loss`` and ``val_y_l5_loss`` of the
+        # Pose-net), so that a stage that does not learn shows in the history.
+        outputs = {key: float(value) for key, value in sorted(logs.items())
+                   if key.endswith("_loss") and key not in ("loss", "val_loss")}
         self.rows.append(
-            {"epoch": epoch + 1, "loss": loss, "val_loss": val_loss, "lr": lr, "seconds": seconds}
+            {"epoch": epoch + 1, "loss": loss, "val_loss": val_loss, "lr": lr, "seconds": seconds,
+             **outputs}
         )
         if val_loss < self.best - self.min_delta:
             self.best, self.best_epoch, self.wait = val_loss, epoch + 1, 0
@@ -499,7 +504,8 @@ def train_model(
     history : pandas.DataFrame
         One row per epoch run: ``epoch`` (from 1), ``loss``, ``val_loss``, ``lr``,
         ``seconds`` (wall time of the epoch) and ``best`` (True on the epoch whose
-        weights the model keeps).
+        weights the model keeps), then, for a model of several outputs, each output's
+        training and validation loss (``<output>_loss``, ``val_<output>_loss``).
     """
     if not isinstance(model, keras.Model):
         raise ValueError(f"model must be a keras.Model. Received: model={model!r}")
@@ -537,6 +543,9 @@ def train_model(
     else:
         fit_kwargs.update(x=train_data)
     model.fit(validation_data=val_data, **fit_kwargs)
-    history = pd.DataFrame(callback.rows, columns=["epoch", "loss", "val_loss", "lr", "seconds"])
-    history["best"] = history["epoch"] == callback.best_epoch
-    return history
+    history = pd.DataFrame(callback.rows)
+    if history.empty:
+        history = pd.DataFrame(columns=["epoch", "loss", "val_loss", "lr", "seconds"])
+    fixed = ["epoch", "loss", "val_loss", "lr", "seconds"]
+    history.insert(len(fixed), "best", history["epoch"] == callback.best_epoch)
+    return history[fixed + ["best"] + [c for c in history.columns if c not in fixed + ["best"]]]

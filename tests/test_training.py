@@ -298,6 +298,11 @@ def test_train_model_is_deterministic(eager):
     first, history = _train_tiny_posenet(0)
     second, _ = _train_tiny_posenet(0)
     assert len(history) == 2 and np.isfinite(history["loss"]).all()
+    # Each map's own loss is in the history; together they make the loss (Eq. 2 + 3).
+    outputs = ["y_l15_loss", "y_l5_loss", "val_y_l15_loss", "val_y_l5_loss"]
+    assert sorted(history.columns[6:]) == sorted(outputs)
+    np.testing.assert_allclose(history["val_y_l5_loss"] + history["val_y_l15_loss"],
+                               history["val_loss"], rtol=1e-4)
     assert len(first) == len(second)
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a, b)
