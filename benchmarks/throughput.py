@@ -1,7 +1,7 @@
 """Throughput of the inference part of the workflow: Snakemake jobs against one loop.
 
 The same N test images go through the per-image inference chain up to the level set
-(paper 2.1-2.4: ``preprocess``, ``resize``, ``pose_infer``, ``select_peaks``, ``crop``,
+(paper 2.1-2.4: ``preprocess`` (``Io`` and ``I``), ``pose_infer``, ``select_peaks``, ``crop``,
 ``mnet_infer``, ``unet_infer``, ``tune_levelset``, ``levelset_refine``) two ways:
 
 1. Snakemake on the repository's Snakefile, target
@@ -64,7 +64,7 @@ _MODEL_KEYS = {
     "unet": ("segmentation", "unet_model"),
 }
 #: The rules up to the level set, in workflow order (the loop times the same stages).
-_STAGES = ["preprocess", "resize", "pose_infer", "select_peaks", "crop", "mnet_infer",
+_STAGES = ["preprocess", "pose_infer", "select_peaks", "crop", "mnet_infer",
            "unet_infer", "tune_levelset", "levelset_refine"]
 
 
@@ -208,15 +208,14 @@ def run_loop(workdir, sheet, config, models):
         for i in ids:
             spacing = samples.loc[i, "pixel_spacing_mm"]
             stages.run_preprocess(samples.loc[i, "image"], path("preprocess", i),
-                                  path("preprocess", i, ".geometry.json"), image_id=i,
+                                  path("preprocess", i, ".geometry.json"), path("resize", i),
+                                  image_id=i,
                                   settings=config["preprocess"],
                                   spacing=None if math.isnan(spacing) else float(spacing))
 
     geometries = [path("preprocess", i, ".geometry.json") for i in ids]
     crops = [path("crop", i) for i in ids]
     timed("preprocess", preprocess)
-    timed("resize", lambda: [stages.run_resize(path("preprocess", i), path("resize", i))
-                             for i in ids])
     timed("pose_infer", lambda: model_stages.run_pose_infer(
         models["posenet"], [path("resize", i) for i in ids], out / "pose_infer" / "all", log=log))
     timed("select_peaks", lambda: [stages.run_select_peaks(

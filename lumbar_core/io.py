@@ -41,14 +41,16 @@ import uuid
 import warnings
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import imageio.v3 as iio
 import numpy as np
-import pandas as pd
-import pydicom
-import tifffile
-from pydicom.dataset import FileMetaDataset
-from pydicom.pixels import apply_color_lut, apply_modality_lut
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
+
+# pandas, pydicom and tifffile are imported where they are used: together they take
+# about 0.3 s to import, and most workflow jobs (one process each) read only npz and
+# JSON files.
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "LumbarIOError",
@@ -343,6 +345,8 @@ def _to_grey(image: np.ndarray, path_str: str, *, samples_last: bool = True,
 
 def _decode_tiff(data: bytes, path_str: str) -> tuple[np.ndarray, int, str | None]:
     """Decode a TIFF's first series; returns (array, bit depth, photometric)."""
+    import tifffile
+
     try:
         with tifffile.TiffFile(_stdio.BytesIO(data)) as tif:
             series = tif.series[0]
@@ -378,6 +382,9 @@ def _decode_tiff(data: bytes, path_str: str) -> tuple[np.ndarray, int, str | Non
 
 def _decode_dicom(data: bytes, path_str: str):
     """Decode a DICOM file; returns (array, bit depth, spacing or None, photometric)."""
+    import pydicom
+    from pydicom.pixels import apply_color_lut, apply_modality_lut
+
     has_preamble = data[128:132] == b"DICM"
     try:
         ds = pydicom.dcmread(_stdio.BytesIO(data), force=not has_preamble)
@@ -539,6 +546,8 @@ def write_tiff(path, array) -> None:
     ValueError
         ``array`` is not 2-D, is empty, is not numeric, or holds NaN or inf.
     """
+    import tifffile
+
     array = np.asarray(array)
     if array.ndim != 2 or array.size == 0:
         raise ValueError(f"array must be a non-empty 2-D array; got shape {array.shape}")
@@ -652,6 +661,10 @@ def write_dicom(path, array, *, photometric: str = "MONOCHROME2", rescale_slope:
     data and the options, so the same input gives the same bytes. No patient data
     is written: ``PatientName`` and ``PatientID`` are present and empty.
     """
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
+
     _check_dicom_options(photometric, rescale_slope, rescale_intercept, bits_stored)
     array = np.asarray(array)
     if array.ndim != 2 or array.size == 0:
@@ -864,6 +877,8 @@ def write_table(path, dataframe) -> None:
     ValueError
         ``dataframe`` is not a DataFrame.
     """
+    import pandas as pd
+
     if not isinstance(dataframe, pd.DataFrame):
         raise ValueError(f"dataframe must be a pandas.DataFrame; got {type(dataframe).__name__}")
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
@@ -892,6 +907,8 @@ def read_table(path, *, dtype=None) -> pd.DataFrame:
     LumbarIOError
         The file is empty, not UTF-8 or not a well-formed table.
     """
+    import pandas as pd
+
     try:
         return pd.read_csv(path, sep="\t", dtype=dtype, keep_default_na=False,
                            na_values=["", "nan", "NaN"], encoding="utf-8")

@@ -29,7 +29,6 @@ from .preprocess import Geometry, preprocess_image, resize_image, resize_to_i
 
 __all__ = [
     "run_preprocess",
-    "run_resize",
     "run_ground_truth",
     "run_select_peaks",
     "run_train_patches",
@@ -64,21 +63,28 @@ def _stable_seed(seed: int, image_id: str) -> int:
 # --------------------------------------------------------------------------- 2.1
 
 
-def run_preprocess(image_path, out_io, out_geometry, *, image_id: str, settings: dict,
-                   spacing=None) -> dict:
-    """Rule ``preprocess``: ``Io`` as uint16 npz and the geometry JSON.
+def run_preprocess(image_path, out_io, out_geometry, out_i=None, *, image_id: str,
+                   settings: dict, spacing=None) -> dict:
+    """Rule ``preprocess``: ``Io`` as uint16 npz, the geometry JSON and ``I``.
 
-    A per-image problem (unreadable, truncated, too small, no contrast) is recorded as
-    ``excluded`` with its message instead of raised.
+    ``I`` (512 x 256, float16, written to ``out_i`` when given) is ``Io`` as stored,
+    i.e. after its uint16 rounding, resized: the same array a separate job reading
+    ``out_io`` back would make, without a second process and a second decompression
+    of the largest file of the workflow. A per-image problem (unreadable, truncated,
+    too small, no contrast) is recorded as ``excluded`` with its message in every
+    output instead of raised.
     """
     geometry = {"image_id": image_id, "image": str(image_path)}
     try:
         raw, props = io.read_image(image_path)
         image = preprocess_image(raw, **settings)
     except (ValueError, OSError) as err:
-        io.save_npz(out_io, io=np.zeros((0, 0), np.uint16), status="excluded", message=str(err))
-        io.write_json(out_geometry, {**geometry, **_record("excluded", str(err))})
-        return _record("excluded", str(err))
+        record = _record("excluded", str(err))
+        io.save_npz(out_io, io=np.zeros((0, 0), np.uint16), **record)
+        io.write_json(out_geometry, {**geometry, **record})
+        if out_i is not None:
+            io.save_npz(out_i, i=np.zeros((0, 0), np.float16), **record)
+        return record
     row_mm = props.get("pixel_spacing_mm")
     if spacing is not None:
         row_mm = (float(spacing), float(spacing))
@@ -89,8 +95,12 @@ def run_preprocess(image_path, out_io, out_geometry, *, image_id: str, settings:
         format=props.get("format"),
         bit_depth=props.get("bit_depth"),
     )
-    io.save_npz(out_io, io=np.round(image * _U16).astype(np.uint16), status="ok", message="")
+    stored = np.round(image * _U16).astype(np.uint16)
+    io.save_npz(out_io, io=stored, **_record("ok"))
     io.write_json(out_geometry, geometry)
+    if out_i is not None:
+        io.save_npz(out_i, i=resize_to_i(stored.astype(np.float32) / _U16).astype(np.float16),
+                    **_record("ok"))
     return _record("ok")
 
 
@@ -101,16 +111,6 @@ def load_io(path) -> tuple[np.ndarray | None, dict]:
     if status != "ok":
         return None, _record(status, message)
     return data["io"].astype(np.float32) / _U16, _record("ok")
-
-
-def run_resize(in_io, out_i) -> dict:
-    """Rule ``resize``: ``I`` (512 x 256) as float16 npz."""
-    image, record = load_io(in_io)
-    if image is None:
-        io.save_npz(out_i, i=np.zeros((0, 0), np.float16), **record)
-        return record
-    io.save_npz(out_i, i=resize_to_i(image).astype(np.float16), **record)
-    return record
 
 
 def load_geometry(path) -> tuple[Geometry | None, dict]:

@@ -1,4 +1,4 @@
-"""Rule preprocess: Io (CLAHE + Gaussian at 3072 x 1536) and the geometry JSON."""
+"""Rule preprocess: Io (CLAHE + Gaussian at 3072 x 1536), the geometry JSON and I (512 x 256)."""
 
 import sys
 
@@ -10,6 +10,7 @@ record = run_preprocess(
     snakemake.input.image,
     snakemake.output.io,
     snakemake.output.geometry,
+    snakemake.output.i,
     image_id=snakemake.wildcards.image_id,
     settings=snakemake.params.settings,
     spacing=snakemake.params.spacing,
