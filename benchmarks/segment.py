@@ -2,13 +2,15 @@
 
 For each network (M-net, U-net), width (the default CPU filters (8, 16, 32, 64, 128)
 and the paper's (32, 64, 128, 256, 512)) and input (a 224 x 224 vertebra patch with
-2 classes; with ``--whole`` also the 512 x 256 whole image with 6 classes), in a fresh
-Python process, the script prints the parameter count, the inference time per image of
+2 classes; with ``--whole`` also the 512 x 256 whole image with 6 classes, at full size
+and pooled by 2 as ``whole_image.downsample`` of the default configuration does), in a
+fresh Python process, the script prints the parameter count, the inference time per image of
 ``lumbar_core.models.predict_segmentation`` with batches of 1 and of 8 (a shard; the
 five patches of an image make one batch of 5 in the workflow), the time of one
 training step (batch 4, Eq. 8 loss, Adam) and the peak resident memory
-(``resource.getrusage``). Times are medians after one untimed call. The device is
-whatever Keras uses: a GPU if one is visible, else the CPU.
+(``resource.getrusage``) and, on a GPU, the peak device memory the backend reports.
+Times are medians after one untimed call. The device is whatever Keras uses: a GPU if
+one is visible, else the CPU (``KERAS_BACKEND`` picks the backend).
 
 Usage: ``python benchmarks/segment.py [--archs mnet unet] [--widths cpu paper] [--whole] [--repeats N]``
 """
@@ -23,11 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from _bench import devices, median_s
+from _bench import devices, gpu_peak_mib, median_s
 
 _ROOT = Path(__file__).resolve().parents[1]
 FILTERS = {"cpu": (8, 16, 32, 64, 128), "paper": (32, 64, 128, 256, 512)}
-INPUTS = {"patch": ((224, 224, 1), 2), "whole": ((512, 256, 1), 6)}
+#: kind -> (input shape, classes, downsample of build_whole_image or None for a patch net)
+INPUTS = {"patch": ((224, 224, 1), 2, None), "whole": ((512, 256, 1), 6, 1),
+          "whole/2": ((512, 256, 1), 6, 2)}
 
 
 def measure(arch, width, kind, repeats):
@@ -36,12 +40,17 @@ def measure(arch, width, kind, repeats):
         sys.path.insert(0, str(_ROOT))
     import keras
 
-    from lumbar_core.models import build_mnet, build_unet, mnet_loss, predict_segmentation, unet_loss
+    from lumbar_core.models import (build_mnet, build_unet, build_whole_image, mnet_loss,
+                                    predict_segmentation, unet_loss)
 
     keras.utils.set_random_seed(0)
-    input_shape, num_classes = INPUTS[kind]
+    input_shape, num_classes, downsample = INPUTS[kind]
     build, loss = (build_mnet, mnet_loss) if arch == "mnet" else (build_unet, unet_loss)
-    model = build(input_shape, num_classes=num_classes, filters=FILTERS[width])
+    if downsample is None:
+        model = build(input_shape, num_classes=num_classes, filters=FILTERS[width])
+    else:
+        model = build_whole_image(arch, input_shape, num_classes=num_classes, filters=FILTERS[width],
+                                  downsample=downsample)
     rng = np.random.default_rng(0)
     images = rng.random((8, *input_shape[:2])).astype(np.float32)
     batch1 = median_s(lambda: predict_segmentation(model, images[:1], batch_size=1), repeats)
@@ -53,13 +62,14 @@ def measure(arch, width, kind, repeats):
     return {
         "arch": arch,
         "width": width,
-        "input": "x".join(map(str, input_shape[:2])),
+        "input": "x".join(map(str, input_shape[:2])) + (f"/{downsample}" if downsample else ""),
         "device": devices(),
         "params": model.count_params(),
         "infer_ms_batch1": 1e3 * batch1,
         "infer_ms_per_image_batch8": 1e3 * batch8 / 8,
         "train_step_s_batch4": step,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_gpu_mib": gpu_peak_mib(),
     }
 
 
@@ -77,10 +87,10 @@ def main(argv=None):
         return
 
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    kinds = ["patch", "whole"] if args.whole else ["patch"]
+    kinds = ["patch", "whole", "whole/2"] if args.whole else ["patch"]
     print(
-        f"{'arch':>5} {'width':>6} {'input':>8} {'device':>12} {'params':>11} {'ms/img b1':>10} "
-        f"{'ms/img b8':>10} {'train s/step b4':>16} {'peak RSS MiB':>13}"
+        f"{'arch':>5} {'width':>6} {'input':>10} {'device':>22} {'params':>11} {'ms/img b1':>10} "
+        f"{'ms/img b8':>10} {'train s/step b4':>16} {'peak RSS MiB':>13} {'peak GPU MiB':>13}"
     )
     for kind in kinds:
         for arch in args.archs:
@@ -91,10 +101,11 @@ def main(argv=None):
                     print(f"{arch} {width} {kind} failed:\n{proc.stderr[-2000:]}")
                     continue
                 r = json.loads(proc.stdout.strip().splitlines()[-1])
+                gpu = "n/a" if r["peak_gpu_mib"] is None else f"{r['peak_gpu_mib']:.0f}"
                 print(
-                    f"{r['arch']:>5} {r['width']:>6} {r['input']:>8} {r['device'][:12]:>12} {r['params']:>11,} "
+                    f"{r['arch']:>5} {r['width']:>6} {r['input']:>10} {r['device'][:22]:>22} {r['params']:>11,} "
                     f"{r['infer_ms_batch1']:>10.1f} {r['infer_ms_per_image_batch8']:>10.1f} "
-                    f"{r['train_step_s_batch4']:>16.2f} {r['peak_rss_mib']:>13.0f}"
+                    f"{r['train_step_s_batch4']:>16.3f} {r['peak_rss_mib']:>13.0f} {gpu:>13}"
                 )
 
 
