@@ -36,8 +36,12 @@ every image stops after peak selection).
 ``--groups`` adds a third run with the ``groups`` and ``group-components`` of
 ``profiles/slurm/config.yaml`` on the local executor.
 
+``--shard-size K`` sets the images per ``pose_infer``, ``mnet_infer`` and ``unet_infer``
+job instead of the shard sizes of ``config.yaml`` (larger shards pay the model jobs'
+start-up fewer times).
+
 Usage: ``python benchmarks/throughput.py [-n N] [--cores C] [--sources K]
-[--models DIR | --untrained] [--groups] [--workdir DIR]``
+[--models DIR | --untrained] [--shard-size K] [--groups] [--workdir DIR]``
 """
 
 import argparse
@@ -363,10 +367,14 @@ def main(argv=None):
                         "library builders (every image then stops after peak selection)")
     parser.add_argument("--groups", action="store_true", help="also run Snakemake with the "
                         "groups and group-components of profiles/slurm/config.yaml")
+    parser.add_argument("--shard-size", type=int, default=None, help="images per pose_infer, "
+                        "mnet_infer and unet_infer job (default: the shard sizes of config.yaml)")
     parser.add_argument("--seed", type=int, default=0, help="phantom and model seed")
     parser.add_argument("--workdir", type=Path, default=None, help="keep everything in this "
                         "folder (default: a temporary folder, removed at the end)")
     args = parser.parse_args(argv)
+    if args.shard_size is not None and args.shard_size < 1:
+        parser.error(f"--shard-size must be >= 1; got {args.shard_size}")
     if args.n < 1 or args.sources < 1 or args.cores < 1:
         parser.error(f"-n, --sources and --cores must be >= 1; got {args.n}, {args.sources}, "
                      f"{args.cores}")
@@ -382,6 +390,9 @@ def main(argv=None):
 
 def _benchmark(args, work):
     config = yaml.safe_load((_ROOT / "config.yaml").read_text())
+    if args.shard_size is not None:
+        for block in ("posenet", "segmentation"):
+            config[block]["shard_size"] = args.shard_size
     sheet, ids = make_cohort(work / "cohort", args.n, sources=args.sources, seed=args.seed)
     if args.models:
         models = {name: str((args.models / f"{name}.keras").resolve()) for name in _MODEL_KEYS}
