@@ -163,7 +163,10 @@ def plot_loss_curves(histories, out_stem, *, warmup_epochs=None, dpi: int = 150)
 
     Notes
     -----
-    The y axis is logarithmic when every loss is positive. A dashed line marks the end
+    The y axis is logarithmic when every loss is positive. A model with two outputs
+    and their losses in the history (``val_<output>_loss``, as
+    :func:`lumbar_core.training.train_model` writes them) also gets each output's
+    validation loss as a thin dashed line. A dashed line marks the end
     of the warm-up and a dotted line with a dot the best epoch (lowest validation loss,
     where training stops improving; paper 3.2).
     """
@@ -190,6 +193,17 @@ def plot_loss_curves(histories, out_stem, *, warmup_epochs=None, dpi: int = 150)
                            "tab:orange"))
         for label, y, colour in series:
             ax.plot(epochs, y, color=colour, lw=1.2, label=label)
+        # A model of two outputs (the Pose-net: Eq. 2 on yL5, Eq. 3 on yL1-5) also gets
+        # each output's validation loss, thin and dashed: a stage that does not learn
+        # (yL5 on its plateau) shows there and not in the total.
+        parts = [c for c in h.columns if c.startswith("val_") and c.endswith("_loss")
+                 and c != "val_loss"]
+        if len(parts) == 2:
+            for column, colour in zip(sorted(parts), ("tab:green", "tab:red")):
+                y = h[column].to_numpy(dtype=np.float64)
+                ax.plot(epochs, y, color=colour, lw=0.8, ls="--",
+                        label=f"validation, {column[4:-5]}")
+                series.append((column, y, colour))
         values = np.concatenate([y for _, y, _ in series])
         values = values[np.isfinite(values)]
         if values.size and np.all(values > 0):

@@ -1,5 +1,6 @@
 """Tests of lumbar_core.plots: files written, inputs checked, coordinates kept."""
 
+import imageio.v3 as imageio
 import numpy as np
 import pandas as pd
 import pytest
@@ -30,6 +31,16 @@ def test_loss_curves(tmp_path):
     paths = plots.plot_loss_curves({"Pose-net": hist, "M-net": hist[["loss"]]},
                                    tmp_path / "fig9", warmup_epochs={"M-net": 2})
     _check_files(paths)
+
+
+def test_loss_curves_draw_the_two_pose_net_maps(tmp_path):
+    epochs = np.arange(1, 9)
+    hist = pd.DataFrame({"epoch": epochs, "loss": 30.0 / epochs, "val_loss": 40.0 / epochs})
+    parts = hist.assign(val_y_l5_loss=13.3, val_y_l15_loss=40.0 / epochs - 13.3)
+    plain = plots.plot_loss_curves({"Pose-net": hist}, tmp_path / "plain")[0]
+    split = plots.plot_loss_curves({"Pose-net": parts}, tmp_path / "split")[0]
+    # The yL5 plateau at 13.3 must be visible: the figure changes when the parts are given.
+    assert not np.array_equal(imageio.imread(plain), imageio.imread(split))
 
 
 def test_warmup_found_from_learning_rate():
