@@ -198,11 +198,13 @@ def plot_loss_curves(histories, out_stem, *, warmup_epochs=None, dpi: int = 150)
         # (yL5 on its plateau) shows there and not in the total.
         parts = [c for c in h.columns if c.startswith("val_") and c.endswith("_loss")
                  and c != "val_loss"]
+        names = {"y_l5": "yL5 (Eq. 2)", "y_l15": "yL1-5 (Eq. 3)"}
         if len(parts) == 2:
             for column, colour in zip(sorted(parts), ("tab:green", "tab:red")):
                 y = h[column].to_numpy(dtype=np.float64)
+                output = column[len("val_"):-len("_loss")]
                 ax.plot(epochs, y, color=colour, lw=0.8, ls="--",
-                        label=f"validation, {column[4:-5]}")
+                        label=f"validation, {names.get(output, output)}")
                 series.append((column, y, colour))
         values = np.concatenate([y for _, y, _ in series])
         values = values[np.isfinite(values)]
