@@ -40,12 +40,11 @@ def measure(arch, width, kind, repeats):
         sys.path.insert(0, str(_ROOT))
     import keras
 
-    from lumbar_core.models import (build_mnet, build_unet, build_whole_image, mnet_loss,
-                                    predict_segmentation, unet_loss)
+    from lumbar_core.models import build_whole_image, predict_segmentation, segmentation_network
 
     keras.utils.set_random_seed(0)
     input_shape, num_classes, downsample = INPUTS[kind]
-    build, loss = (build_mnet, mnet_loss) if arch == "mnet" else (build_unet, unet_loss)
+    build, loss = segmentation_network(arch)
     if downsample is None:
         model = build(input_shape, num_classes=num_classes, filters=FILTERS[width])
     else:

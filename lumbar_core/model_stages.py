@@ -109,14 +109,10 @@ def _patch_data(paths):
 
 
 def _segmentation_model(arch, input_shape, num_classes, filters):
-    from .models.mnet import build_mnet, mnet_loss
-    from .models.unet import build_unet, unet_loss
+    from .models.whole import segmentation_network
 
-    if arch == "mnet":
-        return build_mnet(input_shape, num_classes=num_classes, filters=tuple(filters)), mnet_loss()
-    if arch == "unet":
-        return build_unet(input_shape, num_classes=num_classes, filters=tuple(filters)), unet_loss()
-    raise ValueError(f"arch must be 'mnet' or 'unet'; got {arch!r}")
+    build, loss = segmentation_network(arch, "_segmentation_model")
+    return build(input_shape, num_classes=num_classes, filters=tuple(filters)), loss()
 
 
 def run_train_segmentation(arch, patch_paths, out_model, out_history, *, train_ids, val_ids,
@@ -152,14 +148,13 @@ def _whole_data(image_paths, mask_paths):
 def run_train_whole(arch, image_paths, mask_paths, out_model, out_history, *, train_ids, val_ids,
                     settings: dict, training: dict, log=sys.stderr):
     """Rules ``train_mnet_whole``/``train_unet_whole``: Table 2's "Original" baselines."""
+    from .models.whole import build_whole_image, whole_image_loss
     from .preprocess import I_SHAPE
     from .training import SegmentationSequence, set_seed
 
     set_seed(training["seed"], deterministic=training.get("deterministic", True))
     tr_i, va_i = _split(image_paths, train_ids, val_ids)
     tr_m, va_m = _split(mask_paths, train_ids, val_ids)
-    from .models.whole import build_whole_image, whole_image_loss
-
     model = build_whole_image(arch, (*I_SHAPE, 1), num_classes=6, filters=settings["filters"],
                               downsample=settings.get("downsample", 1))
     loss = whole_image_loss(arch)

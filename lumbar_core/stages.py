@@ -99,9 +99,13 @@ def run_preprocess(image_path, out_io, out_geometry, out_i=None, *, image_id: st
     io.save_npz(out_io, io=stored, **_record("ok"))
     io.write_json(out_geometry, geometry)
     if out_i is not None:
-        io.save_npz(out_i, i=resize_to_i(stored.astype(np.float32) / _U16).astype(np.float16),
-                    **_record("ok"))
+        io.save_npz(out_i, i=resize_to_i(_from_u16(stored)).astype(np.float16), **_record("ok"))
     return _record("ok")
+
+
+def _from_u16(stored) -> np.ndarray:
+    """Stored uint16 ``Io`` as float32 in [0, 1]."""
+    return stored.astype(np.float32) / _U16
 
 
 def load_io(path) -> tuple[np.ndarray | None, dict]:
@@ -110,7 +114,7 @@ def load_io(path) -> tuple[np.ndarray | None, dict]:
     status, message = status_of(data)
     if status != "ok":
         return None, _record(status, message)
-    return data["io"].astype(np.float32) / _U16, _record("ok")
+    return _from_u16(data["io"]), _record("ok")
 
 
 def load_geometry(path) -> tuple[Geometry | None, dict]:

@@ -543,9 +543,8 @@ def train_model(
     else:
         fit_kwargs.update(x=train_data)
     model.fit(validation_data=val_data, **fit_kwargs)
-    history = pd.DataFrame(callback.rows)
-    if history.empty:
-        history = pd.DataFrame(columns=["epoch", "loss", "val_loss", "lr", "seconds"])
     fixed = ["epoch", "loss", "val_loss", "lr", "seconds"]
+    outputs = sorted({key for row in callback.rows for key in row} - set(fixed))
+    history = pd.DataFrame(callback.rows, columns=fixed + outputs)
     history.insert(len(fixed), "best", history["epoch"] == callback.best_epoch)
-    return history[fixed + ["best"] + [c for c in history.columns if c not in fixed + ["best"]]]
+    return history

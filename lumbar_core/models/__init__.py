@@ -27,7 +27,7 @@ from .losses import WeightedCategoricalCrossentropy, heatmap_sse
 from .mnet import SIDE_OUTPUTS, build_mnet, mnet_loss
 from .posenet import build_posenet, posenet_loss
 from .unet import build_unet, unet_loss
-from .whole import build_whole_image, whole_image_loss
+from .whole import build_whole_image, segmentation_network, whole_image_loss
 
 __all__ = [
     "SIDE_OUTPUTS",
@@ -44,6 +44,7 @@ __all__ = [
     "predict_heatmaps",
     "predict_segmentation",
     "save_model",
+    "segmentation_network",
     "unet_loss",
     "whole_image_loss",
 ]

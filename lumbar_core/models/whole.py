@@ -17,14 +17,20 @@ import keras
 from .mnet import build_mnet, mnet_loss
 from .unet import build_unet, unet_loss
 
-__all__ = ["build_whole_image", "whole_image_loss"]
+__all__ = ["build_whole_image", "segmentation_network", "whole_image_loss"]
 
 _ARCHS = {"mnet": (build_mnet, mnet_loss), "unet": (build_unet, unet_loss)}
 
 
-def _check_arch(arch, builder):
+def segmentation_network(arch: str, caller: str = "segmentation_network"):
+    """``(builder, loss factory)`` of a segmentation network by name.
+
+    ``"mnet"``: :func:`build_mnet` and :func:`mnet_loss`; ``"unet"``: :func:`build_unet`
+    and :func:`unet_loss`. Anything else is a ValueError naming ``caller``.
+    """
     if arch not in _ARCHS:
-        raise ValueError(f"{builder}: arch must be 'mnet' or 'unet'. Received: arch={arch!r}")
+        raise ValueError(f"{caller}: arch must be 'mnet' or 'unet'. Received: arch={arch!r}")
+    return _ARCHS[arch]
 
 
 def build_whole_image(
@@ -64,14 +70,13 @@ def build_whole_image(
         for the M-net, its side outputs), each ``(N, H, W, num_classes)``.
     """
     builder = "build_whole_image"
-    _check_arch(arch, builder)
+    build = segmentation_network(arch, builder)[0]
     if not isinstance(downsample, int) or isinstance(downsample, bool) or downsample < 1:
         raise ValueError(f"{builder}: downsample must be a positive int. Received: downsample={downsample!r}")
     height, width, channels = input_shape
     if height % downsample or width % downsample:
         raise ValueError(f"{builder}: input height and width must be multiples of downsample="
                          f"{downsample}. Received: input_shape={tuple(input_shape)!r}")
-    build = _ARCHS[arch][0]
     name = name or f"{arch}_whole"
     if downsample == 1:
         return build(tuple(input_shape), num_classes=num_classes, filters=tuple(filters), name=name)
@@ -87,5 +92,4 @@ def build_whole_image(
 
 def whole_image_loss(arch: str):
     """The loss of :func:`build_whole_image`'s model: that of the network (Eq. 8)."""
-    _check_arch(arch, "whole_image_loss")
-    return _ARCHS[arch][1]()
+    return segmentation_network(arch, "whole_image_loss")[1]()
