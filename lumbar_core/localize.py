@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
-from skimage.feature import peak_local_max
 from skimage.filters import threshold_otsu
 
 __all__ = ["LEVELS", "confidence_targets", "l5_sigma2", "select_peaks"]
@@ -97,7 +96,11 @@ def select_peaks(y_l15, *, window: int = 31, min_distance: int = 3,
     threshold = float(threshold_otsu(y))
     result["otsu_threshold"] = threshold
     kept_map = np.where(y >= threshold, y, 0.0)
-    # Step 2: local maxima of what remains are the candidates.
+    # Step 2: local maxima of what remains are the candidates. Imported here: it loads
+    # scipy.spatial (about 0.1 s), which the other per-image jobs importing this module
+    # for LEVELS never use.
+    from skimage.feature import peak_local_max
+
     peaks = peak_local_max(kept_map, min_distance=min_distance, threshold_abs=threshold,
                            exclude_border=False)
     if len(peaks) == 0:
