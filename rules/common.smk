@@ -103,6 +103,11 @@ def model_path(block, key, name):
 if "gpu" in workflow.global_resources:
     export_gpu_slots(workflow.global_resources["gpu"])
 
+# Threads: model jobs size TensorFlow's pool to their `threads`
+# (lumbar_core.environment.limit_framework_threads). Training declares 2; inference and
+# tune_levelset declare 1, since most of such a job is Keras start-up, file I/O and pasting
+# masks back, all on one core, and the other cores go on with the per-image jobs.
+
 
 def morphometry_inputs(wildcards):
     """Inputs of the morphometry step; ground truth only where the image has it."""

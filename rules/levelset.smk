@@ -12,7 +12,7 @@ rule tune_levelset:
         "results/benchmarks/tune_levelset.tsv"
     conda:
         "../envs/cpu.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
     params:

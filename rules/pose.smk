@@ -11,7 +11,7 @@ rule pose_infer:
         "results/benchmarks/pose_infer/{shard}.tsv"
     conda:
         "../envs/cpu.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         gpu=1,

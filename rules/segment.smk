@@ -36,7 +36,7 @@ rule mnet_infer:
         "results/benchmarks/mnet_infer/{shard}.tsv"
     conda:
         "../envs/cpu.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=6000,
         gpu=1,
@@ -62,7 +62,7 @@ rule unet_infer:
         "results/benchmarks/unet_infer/{shard}.tsv"
     conda:
         "../envs/cpu.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=6000,
         gpu=1,
@@ -88,7 +88,7 @@ rule mnet_whole_infer:
         "results/benchmarks/mnet_whole_infer/{shard}.tsv"
     conda:
         "../envs/cpu.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=6000,
         gpu=1,
@@ -112,7 +112,7 @@ rule unet_whole_infer:
         "results/benchmarks/unet_whole_infer/{shard}.tsv"
     conda:
         "../envs/cpu.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=6000,
         gpu=1,

@@ -241,3 +241,29 @@ def test_memory_growth_on_a_cpu_only_tensorflow():
     if tf.config.list_physical_devices("GPU"):
         pytest.skip("a GPU is visible; this case is about CPU-only machines")
     assert configure_tensorflow_memory_growth() is None
+
+
+def test_limit_framework_threads_sizes_tensorflow_pool_unless_the_user_did(monkeypatch):
+    from lumbar_core.environment import limit_framework_threads
+
+    monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)
+    limit_framework_threads(1)
+    assert os.environ["TF_NUM_INTRAOP_THREADS"] == "1"
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "6")
+    limit_framework_threads(2)
+    assert os.environ["TF_NUM_INTRAOP_THREADS"] == "6"
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="threads must be an int >= 1"):
+            limit_framework_threads(bad)
+
+
+def test_every_model_script_sizes_tensorflow_to_its_threads_before_keras():
+    """A model job keeps to the cores Snakemake counted for it (TF ignores OMP_NUM_THREADS)."""
+    scripts = sorted((REPO / "workflow_scripts").glob("*.py"))
+    model_scripts = [p for p in scripts if "model_stages" in p.read_text()]
+    assert len(model_scripts) >= 7
+    for path in model_scripts:
+        text = path.read_text()
+        call = text.find("limit_framework_threads(snakemake.threads)")
+        assert call != -1, f"{path.name} does not size TensorFlow's thread pool"
+        assert call < text.find("model_stages"), f"{path.name} imports the models first"

@@ -5,6 +5,10 @@ import sys
 log = open(snakemake.log[0], "w", buffering=1)
 sys.stderr = sys.stdout = log
 
+from lumbar_core.environment import limit_framework_threads
+
+limit_framework_threads(snakemake.threads)
+
 from lumbar_core.model_stages import run_tune_levelset
 
 run_tune_levelset(
