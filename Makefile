@@ -2,13 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 CORES ?= 2
-# --max-jobs-per-timespan: Snakemake 9 re-runs its job selection once per timespan for
-# every job that finished while other jobs were waiting for cores, and these re-runs
-# accumulate. With the default 100/1s its process took most of one core while the demo
-# trained its networks; 1000/10s makes them ten times rarer (a run may then end up to
-# 10 s after its last job). Locally no rate limit is meant: 1000 jobs is never reached.
-SNAKEMAKE = $(VENV)/bin/snakemake --cores $(CORES) --rerun-incomplete --keep-going --printshellcmds \
-	--max-jobs-per-timespan 1000/10s
+SNAKEMAKE = $(VENV)/bin/snakemake --cores $(CORES) --rerun-incomplete --keep-going --printshellcmds
 
 .PHONY: install demo test report lint clean
 

@@ -36,17 +36,12 @@ every image stops after peak selection).
 ``--groups`` adds a third run with the ``groups`` and ``group-components`` of
 ``profiles/slurm/config.yaml`` on the local executor.
 
-``--max-jobs-per-timespan R`` is passed to Snakemake (default ``1000/10s``, as ``make
-demo`` and the workstation profile do; ``100/1s`` is Snakemake's own default, whose
-re-selection timers pile up with the number of finished jobs).
-
 ``--shard-size K`` sets the images per ``pose_infer``, ``mnet_infer`` and ``unet_infer``
 job instead of the shard sizes of ``config.yaml`` (larger shards pay the model jobs'
 start-up fewer times).
 
 Usage: ``python benchmarks/throughput.py [-n N] [--cores C] [--sources K]
-[--models DIR | --untrained] [--shard-size K] [--max-jobs-per-timespan R] [--groups]
-[--workdir DIR]``
+[--models DIR | --untrained] [--shard-size K] [--groups] [--workdir DIR]``
 """
 
 import argparse
@@ -374,9 +369,6 @@ def main(argv=None):
                         "groups and group-components of profiles/slurm/config.yaml")
     parser.add_argument("--shard-size", type=int, default=None, help="images per pose_infer, "
                         "mnet_infer and unet_infer job (default: the shard sizes of config.yaml)")
-    parser.add_argument("--max-jobs-per-timespan", default="1000/10s", help="passed to "
-                        "snakemake (default 1000/10s as in the Makefile; Snakemake's own "
-                        "default is 100/1s)")
     parser.add_argument("--seed", type=int, default=0, help="phantom and model seed")
     parser.add_argument("--workdir", type=Path, default=None, help="keep everything in this "
                         "folder (default: a temporary folder, removed at the end)")
@@ -431,8 +423,7 @@ def _benchmark(args, work):
     print(f"shard sizes: posenet {config['posenet']['shard_size']} ({shards['posenet']} shards), "
           f"segmentation {config['segmentation']['shard_size']} ({shards['segmentation']} "
           f"shards); {os.cpu_count()} CPU cores; level set at most "
-          f"{config['levelset']['iterations']} iterations; snakemake --max-jobs-per-timespan "
-          f"{args.max_jobs_per_timespan}")
+          f"{config['levelset']['iterations']} iterations")
 
     rows = []
     load0 = _load()
@@ -441,14 +432,12 @@ def _benchmark(args, work):
     rows.append(("in-process loop (1 process)", loop_s, load0, _load()))
     load0 = _load()
     targets = [f"results/levelset_refine/{i}.npz" for i in ids]
-    rate = ("--max-jobs-per-timespan", args.max_jobs_per_timespan)
-    smk_s, _ = run_snakemake(work / "snakemake", configfile, targets, cores=args.cores,
-                             extra=rate)
+    smk_s, _ = run_snakemake(work / "snakemake", configfile, targets, cores=args.cores)
     rows.append((f"snakemake --cores {args.cores}", smk_s, load0, _load()))
     if args.groups:
         load0 = _load()
         grp_s, grp_log = run_snakemake(work / "snakemake_groups", configfile, targets,
-                                       cores=args.cores, extra=(*rate, *_group_options()))
+                                       cores=args.cores, extra=_group_options())
         rows.append((f"snakemake --cores {args.cores} --groups", grp_s, load0, _load()))
 
     print(f"five centres found in {len(detected)} of {n} images (the others skip crop, "

@@ -9,8 +9,12 @@ from snakemake.utils import validate
 sys.path.insert(0, workflow.basedir)
 from lumbar_core.cohort import load_sample_sheet, make_shards
 from lumbar_core.environment import export_gpu_slots, export_library_path
+from lumbar_core.scheduling import coalesce_reevaluation_timers
 
 export_library_path(workflow.basedir)
+# Snakemake 9 starts one endless 1 s re-selection timer per job that finishes while others
+# wait; hundreds of them took up to most of a core on 2-core runs. Keep one.
+coalesce_reevaluation_timers()
 
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 
