@@ -283,15 +283,28 @@ def test_train_model_never_stops_during_warmup():
     assert len(history) == 4
 
 
-def _train_tiny_posenet(seed):
-    images, centres = _spine(n=4, shape=(32, 16))
+def _train_tiny_posenet(seed, epochs=2, **kwargs):
+    images, centres = _spine(n=6, shape=(32, 16))
     centres[..., 1] = np.linspace(6, 25, 5)
     set_seed(seed)
     model = build_posenet((32, 16, 1), width=2, depth=2)
-    train = HeatmapSequence(images, centres, 3.0, batch_size=2, augment=True, seed=seed)
-    val = HeatmapSequence(images[:2], centres[:2], 3.0, batch_size=2)
-    history = train_model(model, train, val, loss=posenet_loss(), epochs=2, warmup_epochs=1, seed=seed)
+    train = HeatmapSequence(images, centres, 3.0, batch_size=2, augment=True, seed=seed, **kwargs)
+    val = HeatmapSequence(images[:2], centres[:2], 3.0, batch_size=2, **kwargs)
+    history = train_model(model, train, val, loss=posenet_loss(), epochs=epochs, warmup_epochs=1,
+                          seed=seed)
     return model.get_weights(), history
+
+
+def test_trained_weights_do_not_depend_on_data_workers():
+    """The default two batch workers (no tf.data stall) train what one worker trains."""
+    from lumbar_core.training import DATA_WORKERS
+
+    assert DATA_WORKERS > 1
+    one, _ = _train_tiny_posenet(0, epochs=3, workers=1)
+    default, _ = _train_tiny_posenet(0, epochs=3)
+    assert len(one) == len(default)
+    for a, b in zip(one, default):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_train_model_is_deterministic(eager):
