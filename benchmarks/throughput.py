@@ -235,18 +235,18 @@ def run_loop(workdir, sheet, config, models):
     params_path = out / "levelset" / "params.json"
     # No validation split in this cohort: the configured coefficients are written unchanged.
     timed("tune_levelset", lambda: model_stages.run_tune_levelset(
-        models["mnet"], [], out / "levelset" / "tuning.csv", params_path,
-        settings=config["levelset"], threshold=seg["threshold"], seed=config["training"]["seed"],
-        log=log))
+        {m: models[m] for m in ("mnet", "unet")}, [], [], [], [],
+        out / "levelset" / "tuning.csv", params_path, settings=config["levelset"],
+        patch_size=seg["patch_size"], jitter_px=seg["jitter_px"], threshold=seg["threshold"],
+        seed=config["training"]["seed"], log=log))
 
     def levelset():
-        params = LevelSetParams(**read_json(params_path))
+        params = {m: LevelSetParams(**p) for m, p in read_json(params_path).items()}
         for i in ids:
             stages.run_levelset(path("crop", i), {m: out / f"{m}_infer" / "all" / f"{i}.npz"
                                                   for m in ("mnet", "unet")},
                                 path("preprocess", i, ".geometry.json"),
-                                path("levelset_refine", i), params=params,
-                                threshold=seg["threshold"])
+                                path("levelset_refine", i), params=params)
 
     timed("levelset_refine", levelset)
     detected = [i for i in ids if read_json(path("select_peaks", i, ".json"))["status"] == "ok"]

@@ -1,4 +1,4 @@
-"""Per-vertebra crops (paper 2.3, Eq. 6) and pasting patch predictions back.
+"""Per-vertebra crops (paper 2.3, Eq. 6) and pasting patch masks back.
 
 A vertebra's patch is a square in ``Io`` centred on its centre, of side three times the
 local vertical spacing of the centres (Eq. 6), resampled to 224 x 224 (``Ip``). Boxes
@@ -23,7 +23,8 @@ __all__ = [
     "extract_patch",
     "extract_patches",
     "keep_centre_component",
-    "paste_patches",
+    "mask_signed_distance",
+    "paste_masks",
 ]
 
 PATCH_SIZE = 224
@@ -168,51 +169,113 @@ def keep_centre_component(mask) -> np.ndarray:
     return labels == centre_label
 
 
-def paste_patches(patch_probs, boxes, out_shape, *, scale=(1.0, 1.0), threshold: float = 0.5):
-    """Paste per-vertebra patch probabilities back into a label image.
+def mask_signed_distance(mask) -> np.ndarray:
+    """Signed distance of a binary patch mask, positive inside, zero on its outline.
 
-    Each patch ``k`` holds the foreground probability of vertebra ``k + 1`` (already
-    restricted to its centre component). Every output pixel inside a box samples the
-    patch bilinearly; a pixel gets label ``k + 1`` where that probability exceeds
-    ``threshold`` and is the highest of all patches covering the pixel, so overlaps
-    between neighbouring patches go to the more probable vertebra, whatever the order of
-    the patches.
+    Each pixel gets the Euclidean distance from its centre to the nearest pixel centre
+    of the other side, less half a pixel, signed positive inside: the bilinear
+    interpolation of the result crosses 0 half way between an inside and an outside
+    pixel, so the zero level set is the mask's own outline (see :func:`paste_masks`).
 
     Parameters
     ----------
-    patch_probs : (K, P, P) ndarray
-        Foreground probabilities in ``[0, 1]``.
-    boxes : (K, 3) ndarray
-        ``(cx, cy, side)`` of each patch in ``Io`` pixels.
-    out_shape : tuple of int
-        ``(rows, cols)`` of the output grid.
-    scale : (2,) array_like
-        ``(sx, sy)`` from ``Io`` to the output grid: ``(1, 1)`` pastes into ``Io``;
-        ``Geometry.scale("io", "input")`` pastes into the input image's grid.
-    threshold : float
-        Probability above which a pixel belongs to a vertebra; default 0.5.
+    mask : (M, N) bool ndarray
 
     Returns
     -------
-    labels : (rows, cols) uint8 ndarray, 0 background, ``k + 1`` for patch ``k``.
-    best : (rows, cols) float32 ndarray, the winning probability (0 where background).
+    (M, N) float64 ndarray, in pixels of ``mask``. An empty mask is ``-inf`` everywhere,
+    a full one ``+inf``.
+
+    Examples
+    --------
+    >>> mask_signed_distance([[0, 1, 1, 1, 0]]).tolist()
+    [[-0.5, 0.5, 1.5, 0.5, -0.5]]
     """
-    probs = np.asarray(patch_probs, dtype=np.float32)
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be 2-D; got shape {mask.shape}")
+    if not mask.any():
+        return np.full(mask.shape, -np.inf)
+    if mask.all():
+        return np.full(mask.shape, np.inf)
+    inside = ndimage.distance_transform_edt(mask)
+    outside = ndimage.distance_transform_edt(~mask)
+    return np.where(mask, inside - 0.5, 0.5 - outside)
+
+
+def paste_masks(patch_masks, boxes, out_shape, *, scale=(1.0, 1.0)) -> np.ndarray:
+    """Paste binary per-vertebra patch masks back into a label image.
+
+    The one paste rule of the workflow, for every binary patch mask whatever method made
+    it (network, level set): each output pixel inside a box samples the patch's
+    :func:`mask_signed_distance` bilinearly and belongs to the vertebra where that
+    distance is positive. Where the masks of two boxes overlap, the pixel goes to the
+    patch in which it lies deeper, the signed distance measured in ``Io`` pixels, so the
+    result does not depend on the order of the patches (exact ties go to the lower
+    label, the upper vertebra when patches are in L1..L5 order). The
+    pasted mask therefore depends only on the binary patch masks and the boxes: an
+    unchanged mask pastes identically, and a mask grown by ``k`` patch pixels pastes
+    ``k`` times the box's scale (``side / P`` times ``scale``) larger.
+
+    Parameters
+    ----------
+    patch_masks : (K, P, P) array_like of bool
+        Mask of vertebra ``k + 1`` in patch ``k`` (its centre component).
+    boxes : (K, 3) array_like
+        ``(cx, cy, side)`` of each patch in ``Io`` pixels.
+    out_shape : tuple of int
+        ``(rows, cols)`` of the output grid.
+    scale : (2,) array_like, optional
+        ``(sx, sy)`` from ``Io`` to the output grid. Default ``(1, 1)`` pastes into
+        ``Io``; ``Geometry.scale("io", "input")`` pastes into the input image's grid.
+
+    Returns
+    -------
+    (rows, cols) uint8 ndarray
+        0 background, ``k + 1`` for patch ``k``.
+
+    Notes
+    -----
+    Output pixel ``(c, r)`` lies at ``Io`` point ``((c + 0.5) / sx - 0.5, (r + 0.5) / sy
+    - 0.5)`` and at patch point :func:`io_to_patch` of it; points within half a patch
+    pixel outside the patch grid take the value of the nearest patch pixel. An earlier
+    rule pasted the network's probabilities and thresholded them at 0.5, and refined
+    masks as ``0.5 + 0.5 p``: the same mask then pasted differently by method, and
+    pixels a refinement added were lost.
+
+    Examples
+    --------
+    >>> mask = np.zeros((1, 4, 4), bool)
+    >>> mask[0, 1:3, 1:3] = True
+    >>> labels = paste_masks(mask, [[3.5, 3.5, 8.0]], (8, 8))  # 2 Io px per patch px
+    >>> np.argwhere(labels).min(axis=0).tolist(), np.argwhere(labels).max(axis=0).tolist()
+    ([2, 2], [5, 5])
+    """
+    masks = np.asarray(patch_masks)
     boxes = np.asarray(boxes, dtype=np.float64)
-    if probs.ndim != 3 or probs.shape[1] != probs.shape[2] or len(boxes) != len(probs):
-        raise ValueError(f"patch_probs must be (K, P, P) with one box each; got "
-                         f"{probs.shape} and {boxes.shape}")
-    patch_size = probs.shape[1]
+    if masks.ndim != 3 or masks.shape[1] != masks.shape[2] or boxes.shape != (len(masks), 3):
+        raise ValueError(f"patch_masks must be (K, P, P) with one box (cx, cy, side) each; "
+                         f"got {masks.shape} and {boxes.shape}")
+    if masks.dtype != bool and not np.all((masks == 0) | (masks == 1)):
+        raise ValueError("patch_masks must be binary (bool or 0/1); got values "
+                         f"{np.unique(masks)[:5].tolist()}")
+    if not (np.all(np.isfinite(boxes)) and np.all(boxes[:, 2] > 0)):
+        raise ValueError(f"boxes must be finite with sides > 0; got {boxes.tolist()}")
     sx, sy = (float(v) for v in scale)
+    if not (sx > 0 and sy > 0):
+        raise ValueError(f"scale must be two numbers > 0; got {scale}")
+    patch_size = masks.shape[1]
     labels = np.zeros(out_shape, dtype=np.uint8)
-    best = np.zeros(out_shape, dtype=np.float32)
-    for k, (prob, box) in enumerate(zip(probs, boxes)):
+    depth = np.zeros(out_shape, dtype=np.float64)  # winning signed distance, Io px
+    for k, (mask, box) in enumerate(zip(masks.astype(bool), boxes)):
+        if not mask.any():
+            continue
         cx, cy, side = box
         # Output pixels whose Io position lies inside the box.
         x0, x1 = (cx - side / 2 + 0.5) * sx - 0.5, (cx + side / 2 + 0.5) * sx - 0.5
         y0, y1 = (cy - side / 2 + 0.5) * sy - 0.5, (cy + side / 2 + 0.5) * sy - 0.5
-        c0, c1 = max(int(np.floor(x0)), 0), min(int(np.ceil(x1)) + 1, out_shape[1])
-        r0, r1 = max(int(np.floor(y0)), 0), min(int(np.ceil(y1)) + 1, out_shape[0])
+        c0, c1 = max(int(np.ceil(x0)), 0), min(int(np.floor(x1)) + 1, out_shape[1])
+        r0, r1 = max(int(np.ceil(y0)), 0), min(int(np.floor(y1)) + 1, out_shape[0])
         if c1 <= c0 or r1 <= r0:
             continue
         cols = (np.arange(c0, c1) + 0.5) / sx - 0.5
@@ -220,10 +283,13 @@ def paste_patches(patch_probs, boxes, out_shape, *, scale=(1.0, 1.0), threshold:
         u = io_to_patch(np.column_stack([cols, np.zeros_like(cols)]), box, patch_size=patch_size)[:, 0]
         v = io_to_patch(np.column_stack([np.zeros_like(rows), rows]), box, patch_size=patch_size)[:, 1]
         grid_v, grid_u = np.meshgrid(v, u, indexing="ij")
-        sampled = ndimage.map_coordinates(prob, [grid_v, grid_u], order=1, mode="constant", cval=0.0)
-        view_best = best[r0:r1, c0:c1]
+        # A full mask has no outline: every pixel of its box is inside, at depth side.
+        distance = np.clip(mask_signed_distance(mask), -patch_size, patch_size)
+        sampled = ndimage.map_coordinates(distance, [grid_v, grid_u], order=1, mode="nearest")
+        sampled *= side / patch_size
+        view_depth = depth[r0:r1, c0:c1]
         view_labels = labels[r0:r1, c0:c1]
-        wins = (sampled > threshold) & (sampled > view_best)
-        view_best[wins] = sampled[wins]
+        wins = (sampled > 0) & ((sampled > view_depth) | ((sampled == view_depth) & (view_labels > k + 1)))
+        view_depth[wins] = sampled[wins]
         view_labels[wins] = k + 1
-    return labels, best
+    return labels

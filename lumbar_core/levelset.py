@@ -69,7 +69,14 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["LevelSetParams", "edge_indicator", "drlse_evolve", "refine_mask", "search_parameters"]
+__all__ = [
+    "LevelSetParams",
+    "edge_indicator",
+    "drlse_evolve",
+    "refine_mask",
+    "refine_patch_masks",
+    "search_parameters",
+]
 
 _POTENTIALS = ("double_well", "single_well")
 # Li's demo adds this to |grad phi| before dividing, to avoid a division by zero.
@@ -154,8 +161,9 @@ class LevelSetParams:
     rounded rectangles with a bright rim, masks 2-4 px too small or too large or with
     a smooth random boundary error): they raise the Dice with the true shape in every
     case but leave a correct mask almost unchanged (Dice >= 0.998). They are meant to
-    be tuned on the validation split. The keys match the ``levelset`` section of the
-    workflow config, so ``LevelSetParams(**config["levelset"])`` builds them.
+    be tuned on the validation split: rule ``tune_levelset`` chooses them per network
+    (:func:`search_parameters`). The fields are the coefficient keys of the workflow
+    config's ``levelset`` section (all of it but ``search`` and ``tune_max_images``).
 
     References
     ----------
@@ -606,66 +614,125 @@ def _active_box(pad, r0, r1, c0, c1, eps):
     return r0 + row_idx[0], r0 + row_idx[-1] + 1, c0 + col_idx[0], c0 + col_idx[-1] + 1
 
 
-def search_parameters(patches, masks, truths, grid: dict, *,
-                      base: LevelSetParams = LevelSetParams()):
-    """Grid search of level-set coefficients by mean Dice against the true masks.
+def refine_patch_masks(patches, masks, *, params: LevelSetParams = LevelSetParams()):
+    """Refine the network masks of one image's patches, as rule ``levelset_refine`` does.
 
-    Meant for a validation split only (never the test split): the workflow's
-    ``tune_levelset`` rule runs it on validation patches with the network's masks.
+    Each mask is refined by :func:`refine_mask` and the component containing the patch
+    centre is kept (:func:`lumbar_core.crop.keep_centre_component`), so that refined
+    masks go to the paste-back in the form the network's masks had.
 
     Parameters
     ----------
-    patches : (K, P, P) ndarray
+    patches : (K, P, P) array_like
         Patches ``Ip`` in [0, 1].
-    masks : (K, P, P) bool ndarray
-        The network's masks ``y_seg`` (the level set's initial contour and fidelity).
-    truths : (K, P, P) bool ndarray
-        Ground-truth masks of the centre vertebra.
+    masks : (K, P, P) array_like of bool
+        The network's masks ``y_seg``.
+    params : LevelSetParams, optional
+        Coefficients; see :class:`LevelSetParams` for the defaults.
+
+    Returns
+    -------
+    refined : (K, P, P) bool ndarray
+    infos : list of dict
+        :func:`refine_mask`'s details for each patch.
+    """
+    from .crop import keep_centre_component
+
+    refined, infos = [], []
+    for patch, mask in zip(patches, masks):
+        new, info = refine_mask(patch, mask, params=params)
+        refined.append(keep_centre_component(new))
+        infos.append(info)
+    return np.stack(refined).astype(bool), infos
+
+
+def search_parameters(patches, masks, boxes, truths, grid: dict, *,
+                      base: LevelSetParams = LevelSetParams()):
+    """Grid search of level-set coefficients by the Dice of the pasted-back masks.
+
+    Every combination of ``grid`` refines every image's patch masks
+    (:func:`refine_patch_masks`); the refined masks are pasted into ``Io`` by the
+    workflow's one paste rule (:func:`lumbar_core.crop.paste_masks`) and scored as
+    Table 2 scores a method: the Dice of the union of the five levels against the
+    ground-truth union, averaged over images. Meant for a validation split only (never
+    the test split): rule ``tune_levelset`` runs it once per network, on that
+    network's own masks.
+
+    Parameters
+    ----------
+    patches : (N, K, P, P) array_like
+        Patches ``Ip`` in [0, 1]: ``K`` patches of each of ``N`` images.
+    masks : (N, K, P, P) array_like of bool
+        The network's masks (the level set's initial contour and fidelity).
+    boxes : (N, K, 3) array_like
+        Eq. 6 box ``(cx, cy, side)`` in ``Io`` of every patch.
+    truths : sequence of N (M, M') ndarray
+        Ground-truth label images (or masks) in ``Io``; nonzero is a vertebra. The
+        pasted masks are made in their grid.
     grid : dict of str to sequence
         Field of :class:`LevelSetParams` to the values to try, e.g.
         ``{"lam": [0.1, 0.2], "alpha": [-0.5, 0.0]}``; every combination is run.
-    base : LevelSetParams
-        Values of the fields not in ``grid``.
+    base : LevelSetParams, optional
+        Values of the fields not in ``grid``. Default ``LevelSetParams()``.
 
     Returns
     -------
     list of dict
-        One row per combination (plus a first row ``refined=False`` with the Dice of the
-        network masks themselves): the grid values, ``dice_mean``, ``dice_sd``,
-        ``converged_pct``, ``mean_iterations``. Sorted as run.
+        A first row ``refined=False``, the network's own masks pasted by the same rule,
+        then one row per combination in ``itertools.product`` order: the grid values,
+        ``dice_mean``, ``dice_sd`` (over images), ``n_images``, ``converged_pct``,
+        ``mean_iterations`` and ``chosen``, True on the refined row with the highest
+        ``dice_mean`` (the first of equals).
+
+    Raises
+    ------
+    ValueError
+        If the shapes disagree, ``grid`` is empty or names an unknown field.
     """
     import itertools
     from dataclasses import replace
 
+    from .crop import paste_masks
+    from .metrics import region_metrics
+
     patches = np.asarray(patches, dtype=np.float64)
     masks = np.asarray(masks, dtype=bool)
-    truths = np.asarray(truths, dtype=bool)
-    if not (patches.shape == masks.shape == truths.shape) or patches.ndim != 3:
-        raise ValueError("patches, masks and truths must be (K, P, P) arrays of one shape; "
-                         f"got {patches.shape}, {masks.shape}, {truths.shape}")
+    boxes = np.asarray(boxes, dtype=np.float64)
+    truths = [np.asarray(t) != 0 for t in truths]
+    if (patches.ndim != 4 or masks.shape != patches.shape
+            or boxes.shape != patches.shape[:2] + (3,) or len(truths) != len(patches)):
+        raise ValueError("patches and masks must be (N, K, P, P), boxes (N, K, 3) and truths "
+                         f"N images; got {patches.shape}, {masks.shape}, {boxes.shape}, "
+                         f"{len(truths)}")
+    if not grid:
+        raise ValueError("grid must name at least one LevelSetParams field")
     unknown = set(grid) - set(LevelSetParams.__dataclass_fields__)
     if unknown:
         raise ValueError(f"grid names unknown LevelSetParams fields: {sorted(unknown)}")
 
-    def dice(a, b):
-        total = a.sum() + b.sum()
-        return 1.0 if total == 0 else 2.0 * np.logical_and(a, b).sum() / total
+    def pasted_dice(image_masks):
+        return [region_metrics(truth, paste_masks(m, b, truth.shape))["dice"]
+                for m, b, truth in zip(image_masks, boxes, truths)]
 
-    base_dice = [dice(m, t) for m, t in zip(masks, truths)]
+    base_dice = pasted_dice(masks)
     rows = [{**{k: None for k in grid}, "refined": False, "dice_mean": float(np.mean(base_dice)),
-             "dice_sd": float(np.std(base_dice)), "converged_pct": np.nan,
-             "mean_iterations": 0.0}]
+             "dice_sd": float(np.std(base_dice)), "n_images": len(truths),
+             "converged_pct": np.nan, "mean_iterations": 0.0, "chosen": False}]
     names = list(grid)
     for values in itertools.product(*(grid[k] for k in names)):
         params = replace(base, **dict(zip(names, values)))
-        scores, converged, iterations = [], 0, 0
-        for patch, mask, truth in zip(patches, masks, truths):
-            refined, info = refine_mask(patch, mask, params=params)
-            scores.append(dice(refined, truth))
-            converged += bool(info.get("converged"))
-            iterations += int(info.get("iterations", 0))
+        refined, infos = [], []
+        for image_patches, image_masks in zip(patches, masks):
+            new, details = refine_patch_masks(image_patches, image_masks, params=params)
+            refined.append(new)
+            infos += details
+        scores = pasted_dice(refined)
         rows.append({**dict(zip(names, values)), "refined": True,
                      "dice_mean": float(np.mean(scores)), "dice_sd": float(np.std(scores)),
-                     "converged_pct": 100.0 * converged / len(patches),
-                     "mean_iterations": iterations / len(patches)})
+                     "n_images": len(truths),
+                     "converged_pct": float(100.0 * np.mean([bool(i.get("converged")) for i in infos])),
+                     "mean_iterations": float(np.mean([i.get("iterations", 0) for i in infos])),
+                     "chosen": False})
+    best = max(range(1, len(rows)), key=lambda i: (rows[i]["dice_mean"], -i))
+    rows[best]["chosen"] = True
     return rows

@@ -231,17 +231,93 @@ def run_whole_infer(model_path, image_paths, geometry_paths, out_dir, *, log=sys
         print(f"{image_id}: done", file=log)
 
 
-def run_tune_levelset(model_path, patch_paths, out_table, out_params, *, settings: dict,
-                      threshold: float = 0.5, max_patches: int = 60, seed: int = 0,
-                      log=sys.stderr) -> dict:
-    """Rule ``tune_levelset``: the level-set coefficients, chosen on the validation split.
+def _tuning_cases(io_paths, points_paths, masks_paths, geometry_paths, *, patch_size: int,
+                  jitter_px: float, seed: int, max_images, log):
+    """Validation images as the level-set tuning sees them: patches, boxes, true Io labels.
 
-    The M-net segments validation patches (GT centres with jitter, as in training); every
-    combination of ``settings["search"]`` refines those masks, and the combination with the
-    highest mean Dice against the true centre-vertebra masks is written to ``out_params``
-    (the other coefficients keep their configured values). With an empty search, or no
-    validation patches, the configured values are written unchanged. The test split is
-    never seen here.
+    The validation images have no Pose-net run, so their Eq. 6 boxes come from the
+    ground-truth centres perturbed as for the training patches (Gaussian noise of std
+    ``jitter_px`` Io pixels, one draw per image from ``seed`` and the image id), which
+    mimics test-time localisation error. Patches are stored as rule ``crop`` stores them
+    (float16). Excluded images are skipped; ``max_images`` (None: all) keeps a
+    seeded random choice of the images.
+    """
+    from .crop import crop_boxes, extract_patches
+    from .stages import _stable_seed, load_io
+
+    cases = []
+    for io_path, points_path, masks_path, geometry_path in zip(
+            io_paths, points_paths, masks_paths, geometry_paths):
+        image_id = _image_id(io_path)
+        image, record = load_io(io_path)
+        geometry, _ = load_geometry(geometry_path)
+        points = io.read_json(points_path)
+        if image is None or geometry is None or points.get("status") != "ok":
+            print(f"{image_id}: skipped, {record['message'] or points.get('message', '')}", file=log)
+            continue
+        truth = io.load_npz(masks_path)["io"]
+        if truth.shape != tuple(geometry.io_shape):
+            raise ValueError(f"{masks_path}: ground-truth Io mask of shape {truth.shape}, "
+                             f"expected {tuple(geometry.io_shape)}")
+        rng = np.random.default_rng(_stable_seed(seed, f"{image_id}/tune_levelset"))
+        centres = np.array(points["centres_io"], dtype=np.float64)
+        boxes = crop_boxes(centres + rng.normal(0.0, jitter_px, size=centres.shape))
+        patches = extract_patches(image, boxes, patch_size=patch_size).astype(np.float16)
+        cases.append({"image_id": image_id, "patches": patches.astype(np.float32),
+                      "boxes": boxes, "truth": truth})
+    if max_images is not None and len(cases) > max_images:
+        keep = np.sort(np.random.default_rng(seed).permutation(len(cases))[:max_images])
+        cases = [cases[i] for i in keep]
+    return cases
+
+
+def run_tune_levelset(model_paths: dict, io_paths, points_paths, masks_paths, geometry_paths,
+                      out_table, out_params, *, settings: dict, patch_size: int,
+                      jitter_px: float, threshold: float = 0.5, seed: int = 0,
+                      log=sys.stderr) -> dict:
+    """Rule ``tune_levelset``: each network's level-set coefficients, chosen on validation.
+
+    For each network (M-net, U-net) the network segments the validation images' patches
+    (:func:`_tuning_cases`), and every combination of ``settings["search"]`` refines
+    that network's own masks. A combination is scored as Table 2 scores a method: the
+    refined masks are pasted into ``Io`` by the workflow's paste rule and the Dice of
+    the union of the five levels against the ground truth is averaged over the images
+    (:func:`lumbar_core.levelset.search_parameters`). The best combination of each
+    network replaces the configured values (the other coefficients keep theirs). With an
+    empty search, or no usable validation image, the configured values are written for
+    every network. The test split is never seen here.
+
+    Parameters
+    ----------
+    model_paths : dict of str to path
+        Network name (``"mnet"``, ``"unet"``) to its ``.keras`` file.
+    io_paths, points_paths, masks_paths, geometry_paths : sequence of path
+        Per validation image, in one order: preprocessed ``Io``, ground-truth points
+        JSON, ground-truth masks npz (key ``io``) and geometry JSON.
+    out_table : path
+        CSV of every search: one row per network and combination, a ``network`` column,
+        the network's own masks as rows with ``refined`` False, ``chosen`` marking the
+        winners.
+    out_params : path
+        JSON ``{network: {coefficient: value}}``, read by rule ``levelset_refine``.
+    settings : dict
+        The config's ``levelset`` section: coefficients, ``search`` (field -> values)
+        and ``tune_max_images`` (None: every validation image).
+    patch_size : int
+        Side of the patches, as rule ``crop`` makes them.
+    jitter_px : float
+        Std of the noise added to the ground-truth centres, ``Io`` pixels.
+    threshold : float, optional
+        Foreground probability threshold of the networks; default 0.5.
+    seed : int, optional
+        Seed of the centre noise and of the choice of images; default 0.
+    log : file, optional
+        Where progress goes.
+
+    Returns
+    -------
+    dict
+        The chosen coefficients per network, as written to ``out_params``.
     """
     import dataclasses
 
@@ -252,24 +328,40 @@ def run_tune_levelset(model_path, patch_paths, out_table, out_params, *, setting
     fields = {f.name for f in dataclasses.fields(LevelSetParams)}
     base = LevelSetParams(**{k: v for k, v in settings.items() if k in fields})
     grid = {k: list(v) for k, v in (settings.get("search") or {}).items()}
-    chosen = dataclasses.asdict(base)
-    rows = []
-    if grid and patch_paths:
+    max_images = settings.get("tune_max_images")
+    if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, int)
+                                   or max_images < 1):
+        raise ValueError(f"tune_max_images must be an integer >= 1 or None; got {max_images!r}")
+    chosen = {net: dataclasses.asdict(base) for net in model_paths}
+    tables = []
+    cases = []
+    if grid and io_paths:
+        cases = _tuning_cases(io_paths, points_paths, masks_paths, geometry_paths,
+                              patch_size=patch_size, jitter_px=jitter_px, seed=seed,
+                              max_images=max_images, log=log)
+    if cases:
         from .crop import keep_centre_component
         from .models import load_model, predict_segmentation
 
-        patches, masks = _patch_data(patch_paths)
-        rng = np.random.default_rng(seed)
-        pick = np.sort(rng.permutation(len(patches))[:max_patches])
-        patches, truths = patches[pick], masks[pick].astype(bool)
-        probs = predict_segmentation(load_model(model_path), patches)[..., 1]
-        nets = np.stack([keep_centre_component(p > threshold) for p in probs])
-        rows = search_parameters(patches, nets, truths, grid, base=base)
-        best = max((r for r in rows if r["refined"]), key=lambda r: r["dice_mean"])
-        chosen.update({k: best[k] for k in grid})
-        print(f"{len(patches)} validation patches; network Dice {rows[0]['dice_mean']:.4f}, "
-              f"best refined {best['dice_mean']:.4f} with {({k: best[k] for k in grid})}",
-              file=log)
-    io.write_table(out_table, pd.DataFrame(rows))
+        patches = np.stack([c["patches"] for c in cases])
+        boxes = np.stack([c["boxes"] for c in cases])
+        truths = [c["truth"] for c in cases]
+        n, k, size = patches.shape[0], patches.shape[1], patches.shape[2]
+        print(f"{n} validation images: {', '.join(c['image_id'] for c in cases)}", file=log)
+        for net, model_path in model_paths.items():
+            probs = predict_segmentation(load_model(model_path), patches.reshape(n * k, size, size))
+            masks = np.stack([keep_centre_component(p > threshold) for p in probs[..., 1]])
+            rows = search_parameters(patches, masks.reshape(n, k, size, size), boxes, truths,
+                                     grid, base=base)
+            best = next(r for r in rows if r["chosen"])
+            chosen[net].update({name: best[name] for name in grid})
+            print(f"{net}: pasted Dice of its own masks {rows[0]['dice_mean']:.4f}, best refined "
+                  f"{best['dice_mean']:.4f} with {({name: best[name] for name in grid})}", file=log)
+            tables.append(pd.DataFrame(rows).assign(network=net))
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(
+        columns=["network", *grid, "refined", "dice_mean", "dice_sd", "n_images",
+                 "converged_pct", "mean_iterations", "chosen"])
+    table = table[["network", *[c for c in table.columns if c != "network"]]]
+    io.write_table(out_table, table)
     io.write_json(out_params, chosen)
     return chosen

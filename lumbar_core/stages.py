@@ -23,7 +23,7 @@ import numpy as np
 from skimage import draw
 
 from . import io
-from .crop import crop_boxes, extract_patches, keep_centre_component, paste_patches
+from .crop import crop_boxes, extract_patches, keep_centre_component, paste_masks
 from .localize import LEVELS, select_peaks
 from .preprocess import Geometry, preprocess_image, resize_image, resize_to_i
 
@@ -33,6 +33,7 @@ __all__ = [
     "run_select_peaks",
     "run_train_patches",
     "run_crop",
+    "paste_patch_masks",
     "patch_probabilities_to_masks",
     "whole_probabilities_to_masks",
     "run_levelset",
@@ -249,8 +250,35 @@ def run_crop(io_path, peaks_path, out, *, patch_size: int) -> dict:
     return _record("ok")
 
 
+def paste_patch_masks(patch_masks, boxes, geometry: Geometry) -> dict:
+    """Binary patch masks pasted back into ``Io`` and the input grid by one rule.
+
+    Every method's patch masks (network or level set) go through here, so that an
+    unchanged mask pastes identically whichever method produced it
+    (:func:`lumbar_core.crop.paste_masks`).
+
+    Parameters
+    ----------
+    patch_masks : (5, P, P) bool ndarray
+        Mask of the centre vertebra in each patch.
+    boxes : (5, 3) ndarray
+        Eq. 6 boxes ``(cx, cy, side)`` in ``Io``.
+    geometry : Geometry
+        The image's geometry; gives both grids and the scale between them.
+
+    Returns
+    -------
+    dict with ``labels_io`` and ``labels_input``, uint8 label masks 0..5.
+    """
+    return {
+        "labels_io": paste_masks(patch_masks, boxes, geometry.io_shape),
+        "labels_input": paste_masks(patch_masks, boxes, geometry.input_shape,
+                                    scale=geometry.scale("io", "input")),
+    }
+
+
 def patch_probabilities_to_masks(foreground, boxes, geometry: Geometry, *, threshold=0.5):
-    """Centre component of each patch, pasted back into ``Io`` and the input grid.
+    """Centre component of each patch's thresholded prediction, pasted back.
 
     Parameters
     ----------
@@ -258,17 +286,20 @@ def patch_probabilities_to_masks(foreground, boxes, geometry: Geometry, *, thres
         Foreground probability of the centre vertebra in each patch.
     boxes : (5, 3) ndarray
         Eq. 6 boxes ``(cx, cy, side)`` in ``Io``.
+    geometry : Geometry
+        The image's geometry.
+    threshold : float, optional
+        Probability above which a patch pixel is foreground; default 0.5.
 
     Returns
     -------
     dict with ``probs`` (the probabilities restricted to the kept components, float16),
-    ``labels_io`` and ``labels_input`` (uint8 label masks 0..5).
+    ``masks`` (the kept components, uint8 0/1, the masks the level set refines) and
+    ``labels_io``, ``labels_input`` from :func:`paste_patch_masks`.
     """
-    kept = np.stack([np.where(keep_centre_component(p > threshold), p, 0.0) for p in foreground])
-    labels_io, _ = paste_patches(kept, boxes, geometry.io_shape, threshold=threshold)
-    labels_input, _ = paste_patches(kept, boxes, geometry.input_shape,
-                                    scale=geometry.scale("io", "input"), threshold=threshold)
-    return {"probs": kept.astype(np.float16), "labels_io": labels_io, "labels_input": labels_input}
+    masks = np.stack([keep_centre_component(p > threshold) for p in foreground])
+    return {"probs": np.where(masks, foreground, 0.0).astype(np.float16),
+            "masks": masks.astype(np.uint8), **paste_patch_masks(masks, boxes, geometry)}
 
 
 def whole_probabilities_to_masks(probs, geometry: Geometry) -> dict:
@@ -284,17 +315,37 @@ def whole_probabilities_to_masks(probs, geometry: Geometry) -> dict:
 # --------------------------------------------------------------------------- 2.4
 
 
-def run_levelset(crop_path, method_paths: dict, geometry_path, out, *, params,
-                 threshold: float = 0.5) -> dict:
+def run_levelset(crop_path, method_paths: dict, geometry_path, out, *, params: dict) -> dict:
     """Rule ``levelset_refine``: DRLSE on every patch mask of each network, pasted back.
 
-    The refined mask of a patch is pasted with the value ``0.5 + 0.5 p`` inside it (``p``
-    the network's probability), so every refined pixel passes the paste threshold and
-    overlaps between neighbouring patches still go to the more probable vertebra, the same
-    rule as for the network masks.
-    """
-    from .levelset import refine_mask
+    Each network's patch masks (``masks`` of its inference file) are refined with that
+    network's own coefficients (:func:`lumbar_core.levelset.refine_patch_masks`: the
+    level set, then the centre component) and pasted by :func:`paste_patch_masks`, the
+    rule that pasted the network's masks.
 
+    Parameters
+    ----------
+    crop_path : path
+        The image's crop file (patches and boxes).
+    method_paths : dict of str to path
+        Network name (``"mnet"``, ``"unet"``) to its inference file for this image.
+    geometry_path : path
+        The image's geometry JSON.
+    out : path
+        Output npz: ``<method>_labels_io`` and ``<method>_labels_input`` per network.
+    params : dict of str to LevelSetParams
+        Coefficients per network name, as chosen by rule ``tune_levelset``.
+
+    Returns
+    -------
+    dict
+        The status record, with ``levelset`` holding each patch's evolution details.
+    """
+    from .levelset import refine_patch_masks
+
+    missing = set(method_paths) - set(params)
+    if missing:
+        raise ValueError(f"params has no level-set coefficients for {sorted(missing)}")
     crops = io.load_npz(crop_path)
     status, message = status_of(crops)
     if status != "ok":
@@ -304,19 +355,11 @@ def run_levelset(crop_path, method_paths: dict, geometry_path, out, *, params,
     patches = crops["patches"].astype(np.float32)
     arrays, info = {}, {}
     for method, path in method_paths.items():
-        probs = io.load_npz(path)["probs"].astype(np.float32)
-        refined = []
-        for k, (patch, prob) in enumerate(zip(patches, probs)):
-            mask, details = refine_mask(patch, prob > threshold, params=params)
-            mask = keep_centre_component(mask)
-            refined.append(np.where(mask, 0.5 + 0.5 * prob, 0.0))
-            info[f"{method}_{LEVELS[k]}"] = details
-        refined = np.stack(refined)
-        labels_io, _ = paste_patches(refined, crops["boxes"], geometry.io_shape, threshold=threshold)
-        labels_input, _ = paste_patches(refined, crops["boxes"], geometry.input_shape,
-                                        scale=geometry.scale("io", "input"), threshold=threshold)
-        arrays[f"{method}_labels_io"] = labels_io
-        arrays[f"{method}_labels_input"] = labels_input
+        masks = io.load_npz(path)["masks"].astype(bool)
+        refined, details = refine_patch_masks(patches, masks, params=params[method])
+        info.update({f"{method}_{level}": d for level, d in zip(LEVELS, details)})
+        for key, labels in paste_patch_masks(refined, crops["boxes"], geometry).items():
+            arrays[f"{method}_{key}"] = labels
     io.save_npz(out, **arrays, status="ok", message="")
     return {**_record("ok"), "levelset": info}
 

@@ -1,8 +1,13 @@
 rule tune_levelset:
-    """Paper 2.4: level-set coefficients chosen by a grid search on the validation split."""
+    """Paper 2.4: each network's level-set coefficients, by a grid search on the validation
+    split scored as Table 2 is (Dice of the pasted-back masks in Io)."""
     input:
-        model=model_path("segmentation", "mnet_model", "mnet"),
-        patches=per_image("results/train_patches/{image_id}.npz", VAL_IDS),
+        mnet=model_path("segmentation", "mnet_model", "mnet"),
+        unet=model_path("segmentation", "unet_model", "unet"),
+        io=per_image("results/preprocess/{image_id}.npz", VAL_IDS),
+        geometry=per_image("results/preprocess/{image_id}.geometry.json", VAL_IDS),
+        points=per_image("results/ground_truth/{image_id}.json", VAL_IDS),
+        masks=per_image("results/ground_truth/{image_id}.npz", VAL_IDS),
     output:
         table="results/levelset/tuning.csv",
         params="results/levelset/params.json",
@@ -18,13 +23,16 @@ rule tune_levelset:
     params:
         settings=config["levelset"],
         threshold=config["segmentation"]["threshold"],
+        patch_size=config["segmentation"]["patch_size"],
+        jitter_px=config["segmentation"]["jitter_px"],
         seed=config["training"]["seed"],
     script:
         "../workflow_scripts/tune_levelset.py"
 
 
 rule levelset_refine:
-    """Paper 2.4: DRLSE with the network-mask fidelity, for PN+MNet and PN+UNet."""
+    """Paper 2.4: DRLSE with the network-mask fidelity, for PN+MNet and PN+UNet, each with
+    its own tuned coefficients; pasted back by the rule the network masks used."""
     input:
         patches="results/crop/{image_id}.npz",
         mnet=shard_dir("segmentation", "mnet_infer"),
@@ -42,7 +50,5 @@ rule levelset_refine:
     threads: 1
     resources:
         mem_mb=2000,
-    params:
-        threshold=config["segmentation"]["threshold"],
     script:
         "../workflow_scripts/levelset_refine.py"

@@ -7,7 +7,8 @@ from lumbar_core.crop import (
     extract_patch,
     io_to_patch,
     keep_centre_component,
-    paste_patches,
+    mask_signed_distance,
+    paste_masks,
     patch_to_io,
 )
 from lumbar_core.preprocess import Geometry
@@ -72,28 +73,92 @@ def test_keep_centre_component_drops_the_neighbour():
     assert not keep_centre_component(np.zeros((8, 8), bool)).any()
 
 
-def test_paste_back_overlap_goes_to_higher_probability_in_any_order():
-    p = np.zeros((2, 224, 224), np.float32)
-    p[0, :, :] = 0.7
-    p[1, :, :] = 0.9
+def _disc(radius, size=128, centre=None):
+    """A pixel disc (centres strictly within ``radius``) in a ``size`` square patch."""
+    c = (size - 1) / 2.0 if centre is None else centre
+    vv, uu = np.mgrid[:size, :size]
+    return np.hypot(uu - c, vv - c) < radius
+
+
+def test_signed_distance_by_hand():
+    sd = mask_signed_distance([[0, 0, 1, 1, 1, 1, 0]])
+    assert sd.tolist() == [[-1.5, -0.5, 0.5, 1.5, 1.5, 0.5, -0.5]]
+    assert np.all(mask_signed_distance(np.zeros((3, 3))) == -np.inf)
+    assert np.all(mask_signed_distance(np.ones((3, 3))) == np.inf)
+
+
+def test_paste_square_lands_on_its_io_pixels():
+    # Box (99.5, 99.5, 128) at scale 1: patch pixel u covers Io column 36 + u exactly.
+    mask = np.zeros((1, 128, 128), bool)
+    mask[0, 10:30, 40:100] = True
+    labels = paste_masks(mask, [[99.5, 99.5, 128.0]], (200, 200))
+    rows, cols = np.nonzero(labels)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (46, 65, 76, 135)
+    assert labels.sum() == 20 * 60
+
+
+@pytest.mark.parametrize("side", [128.0, 300.0, 450.0])
+@pytest.mark.parametrize("scale", [(1.0, 1.0), (0.61, 0.61), (1.37, 1.37)])
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_growth_and_shrinkage_survive_the_paste_in_proportion(side, scale, k):
+    """A disc grown or shrunk by k patch px pastes k * side / P * scale larger or smaller."""
+    box = np.array([[500.3, 611.7, side]])
+    shape = (int(1300 * scale[1]), int(1100 * scale[0]))
+    factor = side / 128 * scale[0]
+
+    def radius(mask):  # equivalent radius of the pasted mask, output px
+        return np.sqrt(paste_masks(mask[None], box, shape, scale=scale).astype(bool).sum() / np.pi)
+
+    base = radius(_disc(40))
+    assert abs(radius(_disc(40 + k)) - base - k * factor) <= 1.0
+    assert abs(base - radius(_disc(40 - k)) - k * factor) <= 1.0
+    # and the disc itself keeps its size: radius 40 patch px, to within one output pixel
+    assert abs(base - 40 * factor) <= 1.0
+
+
+def test_paste_overlap_goes_to_the_deeper_patch_in_any_order():
+    # Discs of radius 50 and 53 patch px, 1.75 Io px each: 87.5 and 92.75 Io px.
+    masks = np.stack([_disc(50), _disc(53)])
     boxes = np.array([[100.0, 100.0, 224.0], [100.0, 200.0, 224.0]])  # overlap rows 88..211
-    lab_a, _ = paste_patches(p, boxes, (400, 300))
-    lab_b, _ = paste_patches(p[::-1], boxes[::-1], (400, 300))
-    assert lab_a[150, 100] == 2 and lab_b[150, 100] == 1  # same vertebra wins either way
-    assert lab_a[20, 100] == 1 and lab_a[300, 100] == 2
+    lab_a = paste_masks(masks, boxes, (400, 300))
+    lab_b = paste_masks(masks[::-1], boxes[::-1], (400, 300))
+    # relabel b (its patch 0 is a's patch 1): the same pixels go to the same box
+    assert np.array_equal(lab_a, np.choose(lab_b, [0, 2, 1]))
+    # on the column x = 100 the depths 87.5 - (y - 100) and 92.75 - (200 - y) meet at
+    # y = 147.4, inside both discs (they overlap on rows 107..187)
+    assert lab_a[146, 100] == 1 and lab_a[148, 100] == 2
+    assert lab_a[20, 100] == 1 and lab_a[290, 100] == 2
     assert lab_a[150, 250] == 0  # outside both boxes
+
+
+def test_paste_masks_at_the_image_border_are_cut_not_shifted():
+    # A box reaching beyond the top-left corner; its full mask covers only the box there.
+    mask = np.ones((1, 64, 64), bool)
+    labels = paste_masks(mask, [[10.3, 20.3, 100.0]], (300, 200))
+    rows, cols = np.nonzero(labels)
+    assert rows.min() == 0 and cols.min() == 0
+    assert rows.max() == 70 and cols.max() == 60  # box edges at 70.3 and 60.3
+
+
+def test_paste_masks_rejects_non_binary_and_bad_boxes():
+    with pytest.raises(ValueError, match="binary"):
+        paste_masks(np.full((1, 8, 8), 0.7), [[4.0, 4.0, 8.0]], (10, 10))
+    with pytest.raises(ValueError, match="one box"):
+        paste_masks(np.zeros((2, 8, 8), bool), [[4.0, 4.0, 8.0]], (10, 10))
+    with pytest.raises(ValueError, match="sides > 0"):
+        paste_masks(np.zeros((1, 8, 8), bool), [[4.0, 4.0, 0.0]], (10, 10))
 
 
 def test_paste_back_into_input_grid_is_consistent_with_io():
     g = Geometry((2000, 3000))
-    p = np.zeros((1, 224, 224), np.float32)
-    p[0, 56:168, 56:168] = 1.0
+    mask = np.zeros((1, 224, 224), bool)
+    mask[0, 56:168, 56:168] = True
     box = np.array([[800.0, 1500.0, 448.0]])
-    lab_io, _ = paste_patches(p, box, g.io_shape)
-    lab_in, _ = paste_patches(p, box, g.input_shape, scale=g.scale("io", "input"))
+    lab_io = paste_masks(mask, box, g.io_shape)
+    lab_in = paste_masks(mask, box, g.input_shape, scale=g.scale("io", "input"))
     rows, cols = np.nonzero(lab_io)
     rin, cin = np.nonzero(lab_in)
     centre_in = g.to_input("io", [[cols.mean(), rows.mean()]])[0]
     assert abs(cin.mean() - centre_in[0]) < 1.0 and abs(rin.mean() - centre_in[1]) < 1.0
     ratio = lab_in.sum() / lab_io.sum()
-    assert ratio == pytest.approx(np.prod(g.scale("io", "input")), rel=0.05)
+    assert ratio == pytest.approx(np.prod(g.scale("io", "input")), rel=0.02)

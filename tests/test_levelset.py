@@ -303,3 +303,138 @@ def test_refine_mask_rejects_bad_inputs():
         refine_mask(patch, np.full((16, 16), 2))
     with pytest.raises(ValueError, match="2-D"):
         refine_mask(np.zeros((16, 16, 3)), np.zeros((16, 16, 3), dtype=bool))
+
+
+# --------------------------------------------------------------------------- paste-back
+
+
+def _soft_disc_probs(centres_uv, radius, size):
+    """Foreground probabilities of a soft disc (logistic edge, 1.5 px) per patch."""
+    vv, uu = np.mgrid[:size, :size]
+    return np.stack([1.0 / (1.0 + np.exp(-(radius - np.hypot(uu - cu, vv - cv)) / 1.5))
+                     for cu, cv in centres_uv])
+
+
+@pytest.mark.parametrize("input_shape, size, sides", [
+    ((2400, 1200), 128, [300.0, 300.0, 300.0, 300.0, 300.0]),
+    ((1750, 1400), 96, [420.0, 380.0, 250.0, 520.0, 610.0]),
+    ((3500, 1300), 224, [180.0, 640.0, 300.0, 300.0, 333.3]),
+])
+def test_unchanged_refinement_pastes_exactly_like_the_network(tmp_path, input_shape, size, sides):
+    """Identity: a level set that changes nothing gives the network's pasted masks."""
+    from lumbar_core import io
+    from lumbar_core.preprocess import Geometry
+    from lumbar_core.stages import patch_probabilities_to_masks, run_levelset
+
+    geometry = Geometry(input_shape)
+    # L1 leaves the top of Io, L5 its left side; neighbouring boxes overlap.
+    centres = np.array([[700.0, 40.0], [720.0, 260.0], [760.0, 470.0], [700.0, 700.0],
+                        [60.0, 1000.0]])
+    boxes = np.column_stack([centres, sides])
+    rng = np.random.default_rng(1)
+    probs = _soft_disc_probs(rng.uniform(0.4, 0.6, (5, 2)) * size, 0.33 * size, size)
+    network = patch_probabilities_to_masks(probs, boxes, geometry)
+    patches = rng.uniform(0.0, 1.0, (5, size, size)).astype(np.float16)
+    io.save_npz(tmp_path / "crop.npz", patches=patches, boxes=boxes, status="ok", message="")
+    io.save_npz(tmp_path / "net.npz", **network, status="ok", message="")
+    io.write_json(tmp_path / "geometry.json", {"status": "ok", "geometry": geometry.to_dict()})
+    unchanged = LevelSetParams(iterations=0)  # refine_mask returns its input mask
+    run_levelset(tmp_path / "crop.npz", {"mnet": tmp_path / "net.npz", "unet": tmp_path / "net.npz"},
+                 tmp_path / "geometry.json", tmp_path / "refined.npz",
+                 params={"mnet": unchanged, "unet": unchanged})
+    refined = io.load_npz(tmp_path / "refined.npz")
+    for method in ("mnet", "unet"):
+        for grid in ("io", "input"):
+            assert np.array_equal(refined[f"{method}_labels_{grid}"], network[f"labels_{grid}"])
+    # the case is not trivial: the boxes overlap and are cut by the image border
+    labels = network["labels_io"]
+    assert set(np.unique(labels)) == {0, 1, 2, 3, 4, 5}
+    assert labels[0].any() and labels[:, 0].any()
+
+
+def test_overlap_of_neighbours_resolved_alike_for_network_and_refined_masks():
+    """Two overlapping masks: refined masks equal to the network's share the overlap alike,
+    and a refined mask that grows into the neighbour takes the pixels where it is deeper."""
+    from lumbar_core.crop import paste_masks
+    from lumbar_core.preprocess import Geometry
+    from lumbar_core.stages import paste_patch_masks, patch_probabilities_to_masks
+
+    geometry = Geometry((2000, 1000))
+    boxes = np.array([[760.0, 1000.0, 300.0], [760.0, 1150.0, 300.0]])
+    probs = _soft_disc_probs([(63.5, 63.5), (63.5, 63.5)], 45, 128)
+    network = patch_probabilities_to_masks(probs, boxes, geometry)
+    overlap = (paste_masks(network["masks"][:1], boxes[:1], geometry.io_shape) > 0) & (
+        paste_masks(network["masks"][1:], boxes[1:], geometry.io_shape) > 0)
+    assert overlap.sum() > 500
+    refined = paste_patch_masks(network["masks"].astype(bool), boxes, geometry)
+    for grid in ("io", "input"):
+        assert np.array_equal(refined[f"labels_{grid}"], network[f"labels_{grid}"])
+    # The overlap is split where the two depths meet (equal discs: half way).
+    rows = np.nonzero(overlap[:, 760])[0]
+    split = network["labels_io"][rows, 760]
+    assert split[0] == 1 and split[-1] == 2 and np.all(np.diff(split) >= 0)
+    assert abs(rows[np.argmax(split == 2)] - 1075) <= 1
+
+
+def _tuning_case(rng, shape, centres, radius_io, mask_radius, size, side):
+    """A clean bright-disc image, its true labels, patches, boxes and too-small masks."""
+    from lumbar_core.crop import extract_patches
+
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    image = np.full(shape, 0.2)
+    truth = np.zeros(shape, np.uint8)
+    for k, (cx, cy) in enumerate(centres):
+        disc = np.hypot(xx - cx, yy - cy) < radius_io
+        image[disc] = 0.8
+        truth[disc] = k + 1
+    image += rng.normal(0.0, 0.02, shape)
+    boxes = np.array([[cx, cy, side] for cx, cy in centres])
+    patches = extract_patches(image, boxes, patch_size=size)
+    vv, uu = np.mgrid[:size, :size]
+    c = (size - 1) / 2.0
+    masks = np.stack([np.hypot(uu - c, vv - c) < mask_radius for _ in centres])
+    return patches, masks, boxes, truth
+
+
+def test_tuning_picks_an_expanding_setting_when_masks_are_too_small():
+    """Network masks 5 patch px too small on clean discs: the search scores the pasted
+    masks, picks alpha < 0 (expansion), and its Dice is the best of the grid."""
+    from dataclasses import replace
+
+    from lumbar_core.crop import paste_masks
+    from lumbar_core.levelset import refine_patch_masks, search_parameters
+    from lumbar_core.metrics import region_metrics
+
+    rng = np.random.default_rng(0)
+    shape, size, side = (300, 260), 64, 128.0  # 2 Io px per patch px
+    cases = [_tuning_case(rng, shape, centres, 36.0, 13.0, size, side)
+             for centres in ([(80, 80), (180, 90)], [(90, 150), (170, 200)])]
+    patches, masks, boxes, truths = (np.stack(x) if i < 3 else list(x)
+                                     for i, x in enumerate(zip(*cases)))
+    grid = {"alpha": [1.0, 0.0, -1.0], "lam": [0.2, 0.5]}
+    base = LevelSetParams(iterations=200)
+    rows = search_parameters(patches, masks, boxes, truths, grid, base=base)
+    assert len(rows) == 1 + 6 and not rows[0]["refined"] and not rows[0]["chosen"]
+    chosen = [r for r in rows if r["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["alpha"] < 0
+    assert chosen[0]["dice_mean"] == max(r["dice_mean"] for r in rows)
+    assert chosen[0]["dice_mean"] > rows[0]["dice_mean"] + 0.1
+    # the score is the Dice of the pasted masks in Io, recomputed here independently
+    params = replace(base, alpha=chosen[0]["alpha"], lam=chosen[0]["lam"])
+    dice = [region_metrics(t, paste_masks(refine_patch_masks(p, m, params=params)[0], b, t.shape))["dice"]
+            for p, m, b, t in zip(patches, masks, boxes, truths)]
+    assert chosen[0]["dice_mean"] == pytest.approx(np.mean(dice), abs=1e-12)
+    # the same search again gives the same table (determinism)
+    assert search_parameters(patches, masks, boxes, truths, grid, base=base) == rows
+
+
+def test_search_parameters_rejects_bad_inputs():
+    from lumbar_core.levelset import search_parameters
+
+    p = np.zeros((1, 2, 8, 8))
+    with pytest.raises(ValueError, match="boxes"):
+        search_parameters(p, p > 0, np.zeros((1, 3, 3)), [np.zeros((20, 20))], {"lam": [0.2]})
+    with pytest.raises(ValueError, match="unknown"):
+        search_parameters(p, p > 0, np.zeros((1, 2, 3)), [np.zeros((20, 20))], {"nope": [1]})
+    with pytest.raises(ValueError, match="at least one"):
+        search_parameters(p, p > 0, np.zeros((1, 2, 3)), [np.zeros((20, 20))], {})

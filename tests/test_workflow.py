@@ -99,3 +99,18 @@ def test_inference_only_and_mixed_sheets(reference_run, tiny_cohort, tmp_path):
     ours = t2[(t2["source"] == "this run") & (t2["stratum"] == "all")]
     assert (ours["n_images"] == len(annotated)).all()
     assert list((tmp_path / "results/figures/overlays").glob("*.png"))
+
+
+def test_levelset_tuned_per_network_after_paste_back(full_run):
+    """tune_levelset searched each network's own masks; levelset_refine used its choice."""
+    import json
+
+    tuning = pd.read_csv(full_run / "results/levelset/tuning.csv", sep="\t")
+    assert set(tuning["network"]) == {"mnet", "unet"}
+    params = json.loads((full_run / "results/levelset/params.json").read_text())
+    assert set(params) == {"mnet", "unet"}
+    for net, rows in tuning.groupby("network"):
+        assert (~rows["refined"]).sum() == 1 and rows["chosen"].sum() == 1
+        best = rows[rows["chosen"]].iloc[0]
+        assert best["dice_mean"] == rows.loc[rows["refined"], "dice_mean"].max()
+        assert params[net]["lam"] == best["lam"] and params[net]["alpha"] == best["alpha"]

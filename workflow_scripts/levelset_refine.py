@@ -1,4 +1,5 @@
-"""Rule levelset_refine: DRLSE refinement of the PN+MNet and PN+UNet patch masks."""
+"""Rule levelset_refine: DRLSE refinement of the PN+MNet and PN+UNet patch masks, each
+network with its own coefficients."""
 
 import sys
 from pathlib import Path
@@ -15,8 +16,7 @@ record = run_levelset(
     {m: Path(snakemake.input[m]) / f"{image_id}.npz" for m in ("mnet", "unet")},
     snakemake.input.geometry,
     snakemake.output.masks,
-    params=LevelSetParams(**read_json(snakemake.input.params)),
-    threshold=snakemake.params.threshold,
+    params={m: LevelSetParams(**p) for m, p in read_json(snakemake.input.params).items()},
 )
 for key, info in record.get("levelset", {}).items():
     print(f"{image_id} {key}: {info}", file=sys.stderr)

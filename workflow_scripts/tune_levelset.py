@@ -1,4 +1,4 @@
-"""Rule tune_levelset: level-set coefficients from a grid search on the validation split."""
+"""Rule tune_levelset: each network's level-set coefficients from a grid search on validation."""
 
 import sys
 
@@ -12,11 +12,16 @@ limit_framework_threads(snakemake.threads)
 from lumbar_core.model_stages import run_tune_levelset
 
 run_tune_levelset(
-    snakemake.input.model,
-    snakemake.input.patches,
+    {"mnet": snakemake.input.mnet, "unet": snakemake.input.unet},
+    snakemake.input.io,
+    snakemake.input.points,
+    snakemake.input.masks,
+    snakemake.input.geometry,
     snakemake.output.table,
     snakemake.output.params,
     settings=snakemake.params.settings,
+    patch_size=snakemake.params.patch_size,
+    jitter_px=snakemake.params.jitter_px,
     threshold=snakemake.params.threshold,
     seed=snakemake.params.seed,
     log=log,
