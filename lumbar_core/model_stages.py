@@ -189,7 +189,8 @@ def run_pose_infer(model_path, image_paths, out_dir, *, log=sys.stderr) -> None:
 
 def run_segment_infer(model_path, crop_paths, geometry_paths, out_dir, *, threshold=0.5,
                       log=sys.stderr) -> None:
-    """Rules ``mnet_infer``/``unet_infer``: patch probabilities and pasted-back label masks."""
+    """Rules ``mnet_infer``/``unet_infer``: patch probabilities, the kept binary patch masks
+    and their pasted-back labels (:func:`lumbar_core.stages.patch_probabilities_to_masks`)."""
     from .models import load_model, predict_segmentation
 
     model = load_model(model_path)
