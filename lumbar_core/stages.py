@@ -122,7 +122,7 @@ def load_geometry(path) -> tuple[Geometry | None, dict]:
     data = io.read_json(path)
     if data.get("status") != "ok":
         return None, data
-    return Geometry(**{k: tuple(v) for k, v in data["geometry"].items()}), data
+    return Geometry.from_dict(data["geometry"]), data
 
 
 def _rasterise(outlines, shape) -> np.ndarray:
@@ -266,17 +266,26 @@ def patch_probabilities_to_masks(foreground, boxes, geometry: Geometry, *, thres
     """
     kept = np.stack([np.where(keep_centre_component(p > threshold), p, 0.0) for p in foreground])
     labels_io, _ = paste_patches(kept, boxes, geometry.io_shape, threshold=threshold)
-    labels_input, _ = paste_patches(kept, boxes, geometry.input_shape,
-                                    scale=geometry.scale("io", "input"), threshold=threshold)
+    labels_input, _ = paste_patches(kept, geometry.paste_boxes(boxes, "input"),
+                                    geometry.input_shape, scale=geometry.scale("io", "input"),
+                                    threshold=threshold)
     return {"probs": kept.astype(np.float16), "labels_io": labels_io, "labels_input": labels_input}
 
 
 def whole_probabilities_to_masks(probs, geometry: Geometry) -> dict:
-    """Whole-image class probabilities on ``I`` (H, W, 6) upsampled to ``Io`` and input labels."""
+    """Whole-image class probabilities on ``I`` (H, W, 6) upsampled to ``Io`` and input labels.
+
+    Resampled by the exact mapping of ``geometry`` (padding of ``Io`` and ``I`` included);
+    maps on a coarser grid than ``I`` (a network that pools its input) are first resized
+    to ``I``, which they cover the whole of.
+    """
     probs = np.asarray(probs, dtype=np.float32)
+    channels = [probs[..., c] for c in range(probs.shape[-1])]
+    if probs.shape[:2] != geometry.i_shape:
+        channels = [resize_image(c, geometry.i_shape, order=1) for c in channels]
     out = {}
-    for space, shape in (("io", geometry.io_shape), ("input", geometry.input_shape)):
-        up = np.stack([resize_image(probs[..., c], shape, order=1) for c in range(probs.shape[-1])])
+    for space in ("io", "input"):
+        up = np.stack([geometry.resample(c, "i", space, order=1) for c in channels])
         out[f"labels_{space}"] = np.argmax(up, axis=0).astype(np.uint8)
     return out
 
@@ -313,7 +322,8 @@ def run_levelset(crop_path, method_paths: dict, geometry_path, out, *, params,
             info[f"{method}_{LEVELS[k]}"] = details
         refined = np.stack(refined)
         labels_io, _ = paste_patches(refined, crops["boxes"], geometry.io_shape, threshold=threshold)
-        labels_input, _ = paste_patches(refined, crops["boxes"], geometry.input_shape,
+        labels_input, _ = paste_patches(refined, geometry.paste_boxes(crops["boxes"], "input"),
+                                        geometry.input_shape,
                                         scale=geometry.scale("io", "input"), threshold=threshold)
         arrays[f"{method}_labels_io"] = labels_io
         arrays[f"{method}_labels_input"] = labels_input
