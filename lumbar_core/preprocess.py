@@ -207,6 +207,27 @@ class Geometry:
         return ((pts[..., 0] >= -0.5) & (pts[..., 0] <= cols - 0.5)
                 & (pts[..., 1] >= -0.5) & (pts[..., 1] <= rows - 0.5))
 
+    def film_box(self, space: str) -> tuple[float, float, float, float]:
+        """``(x0, y0, x1, y1)``: the outer edges of the input image in pixels of ``space``."""
+        rows, cols = self.input_shape
+        (x0, y0), (x1, y1) = self.input_to(space, [[-0.5, -0.5], [cols - 0.5, rows - 0.5]])
+        return float(x0), float(y0), float(x1), float(y1)
+
+    def pixel_spacing(self, space: str, input_spacing_mm) -> float | None:
+        """Millimetres per pixel of ``space`` from the input's ``(row_mm, col_mm)``.
+
+        The geometric mean of the two axes (they differ by the rounding of the content's
+        size at most); None when ``input_spacing_mm`` is None or empty.
+        """
+        if input_spacing_mm is None or len(input_spacing_mm) == 0:
+            return None
+        row_mm, col_mm = (float(v) for v in input_spacing_mm)
+        if not (row_mm > 0 and col_mm > 0):
+            raise ValueError(f"input_spacing_mm must be two positive numbers; got "
+                             f"{input_spacing_mm!r}")
+        sx, sy = self.scale("input", space)
+        return float(np.sqrt(row_mm / sy * col_mm / sx))
+
     def paste_boxes(self, boxes, space: str) -> np.ndarray:
         """Eq. 6 boxes ``(cx, cy, side)`` in ``Io`` as :func:`lumbar_core.crop.paste_patches` needs them.
 

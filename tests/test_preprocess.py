@@ -227,3 +227,14 @@ def test_masks_pasted_back_land_on_the_input_object(shape):
     assert abs(cols.mean() - centre[0]) < 2.0 and abs(rows.mean() - centre[1]) < 2.0
     rows, cols = np.nonzero(whole["labels_io"] == 2)
     assert abs(cols.mean() - cx) < 2.0 and abs(rows.mean() - cy) < 2.0
+
+
+def test_film_box_and_pixel_spacing_of_a_letterboxed_film():
+    g = Geometry((2500, 2500))
+    assert g.film_box("io") == pytest.approx((-0.5, 767.5, 1535.5, 2303.5))
+    assert g.film_box("i") == pytest.approx((-0.5, 127.5, 255.5, 383.5))  # 768 / 6 = 128
+    assert g.pixel_spacing("io", [0.14, 0.14]) == pytest.approx(0.14 * 2500 / 1536)
+    assert g.pixel_spacing("input", (0.1, 0.2)) == pytest.approx(np.sqrt(0.02))
+    assert g.pixel_spacing("io", None) is None
+    with pytest.raises(ValueError, match="input_spacing_mm"):
+        g.pixel_spacing("io", [0.0, 0.1])
