@@ -144,7 +144,7 @@ def select_peaks(y_l15, *, window: int = 31, min_distance: int = 3,
 PLAUSIBILITY = {
     "max_tilt_deg": 40.0,          # L1-L5 line from the image vertical
     "max_spacing_ratio": 1.8,      # largest over smallest consecutive centre spacing
-    "max_turn_deg": 45.0,          # direction change between successive segments
+    "max_turn_deg": 60.0,          # direction change between successive segments
     "max_total_turn_deg": 80.0,    # between the L1-L2 and the L4-L5 segment
     "min_length_fraction": 0.12,   # L1-L5 distance over the film's height
     "max_length_fraction": 0.85,

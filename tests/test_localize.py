@@ -1,7 +1,14 @@
 import numpy as np
 import pytest
 
-from lumbar_core.localize import confidence_targets, l5_sigma2, select_peaks
+from lumbar_core.localize import (
+    LEVELS,
+    PLAUSIBILITY,
+    check_plausibility,
+    confidence_targets,
+    l5_sigma2,
+    select_peaks,
+)
 
 CENTRES = np.array([[128, 120], [130, 180], [131, 240], [129, 300], [126, 360]], float)
 
@@ -82,7 +89,6 @@ def test_constant_map_fails_cleanly():
 
 
 # --------------------------------------------------------------------------- plausibility
-from lumbar_core.localize import PLAUSIBILITY, check_plausibility  # noqa: E402
 
 FILM = (-0.5, -0.5, 1535.5, 3071.5)  # a 2:1 film filling Io
 
@@ -211,3 +217,40 @@ def test_implausible_detection_of_an_annotated_image_stays_evaluated(tmp_path):
     assert out["implausible_reason"].startswith("tilt:")
     (row,) = qc_rows([geo], [], [tmp_path / "y.json"])
     assert row["status"] == "implausible" and row["message"].startswith(out["implausible_reason"])
+
+
+def _phantom_check(job):
+    """Plausibility of the ground-truth centres of one demo image, as select_peaks sees them."""
+    from lumbar_core import phantom
+    from lumbar_core.preprocess import Geometry
+
+    seed, split_code, k, difficulty = job
+    plan = phantom._cohort_draw(seed, split_code, k)
+    image, ann, _ = phantom.render_phantom(plan["seed"], modality=plan["modality"],
+                                           abnormal=plan["abnormal"], difficulty=difficulty)
+    g = Geometry(image.shape)
+    centres = g.input_to("io", [ann["vertebrae"][lv]["centre"] for lv in LEVELS])
+    out = check_plausibility(centres, film_box=g.film_box("io"),
+                             pixel_spacing_mm=g.pixel_spacing("io", ann["pixel_spacing_mm"]),
+                             **PLAUSIBILITY)
+    return (split_code, k), out
+
+
+def test_every_training_and_validation_spine_of_the_demo_cohort_is_plausible():
+    """The default limits pass all of the demo's training and validation spines."""
+    from concurrent.futures import ProcessPoolExecutor
+    from pathlib import Path
+
+    import yaml
+
+    config = yaml.safe_load((Path(__file__).resolve().parent.parent / "config.yaml").read_text())
+    demo = config["demo"]
+    jobs = ([(demo["seed"], 0, k, demo["difficulty"]) for k in range(demo["n_train"])]
+            + [(demo["seed"], 1, k, demo["difficulty"]) for k in range(demo["n_val"])])
+    assert len(jobs) >= 100
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(_phantom_check, jobs))
+    failed = {key: out["implausible_reason"] for key, out in results if not out["plausible"]}
+    assert not failed, failed
+    tilts = [out["measures"]["tilt_deg"] for _, out in results]
+    assert max(tilts) < PLAUSIBILITY["max_tilt_deg"] and np.std(tilts) > 1.0  # not degenerate
