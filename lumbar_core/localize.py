@@ -1,7 +1,9 @@
 """Localisation of the five lumbar centres from Pose-net confidence maps (paper 2.2).
 
-Two parts: the training targets of Pose-net (Eq. 4, 5) and the peak selection that turns
-the predicted map ``yL1-5`` into five centres (METHOD.md section 2, steps 1-6).
+Three parts: the training targets of Pose-net (Eq. 4, 5), the peak selection that turns
+the predicted map ``yL1-5`` into five centres (the paper's steps 1-6), and a check that
+the five centres form a plausible lumbar spine (beyond the paper; see
+``docs/plausibility.md``).
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-__all__ = ["LEVELS", "confidence_targets", "l5_sigma2", "select_peaks"]
+__all__ = ["LEVELS", "PLAUSIBILITY", "check_plausibility", "confidence_targets", "l5_sigma2",
+           "select_peaks"]
 
 LEVELS = ("L1", "L2", "L3", "L4", "L5")
 
@@ -131,3 +134,138 @@ def select_peaks(y_l15, *, window: int = 31, min_distance: int = 3,
         result["centres"][name] = [cand["x"], cand["y"]]
     result["centres"] = {name: result["centres"][name] for name in levels}
     return result
+
+
+#: Default limits of :func:`check_plausibility` (the workflow's ``peaks: plausibility:``).
+#: Real lateral films (100 annotated adults and children) have an L1-L5 centre line
+#: 6.6 +- 7.8 degrees from vertical, consecutive centre spacings of 1.28-1.35 mean body
+#: heights (SD 0.07-0.10) and an L1-L5 distance of 139 +- 20 mm (5th-95th percentile
+#: 111-167 mm) on films 280-350 mm high; the limits lie well outside those ranges.
+PLAUSIBILITY = {
+    "max_tilt_deg": 40.0,          # L1-L5 line from the image vertical
+    "max_spacing_ratio": 1.8,      # largest over smallest consecutive centre spacing
+    "max_turn_deg": 60.0,          # direction change between successive segments
+    "max_total_turn_deg": 80.0,    # between the L1-L2 and the L4-L5 segment
+    "min_length_fraction": 0.12,   # L1-L5 distance over the film's height
+    "max_length_fraction": 0.85,
+    "min_length_mm": 75.0,         # L1-L5 distance when the pixel spacing is known
+    "max_length_mm": 220.0,
+}
+
+
+def check_plausibility(centres, *, film_box=None, pixel_spacing_mm=None,
+                       max_tilt_deg: float = PLAUSIBILITY["max_tilt_deg"],
+                       max_spacing_ratio: float = PLAUSIBILITY["max_spacing_ratio"],
+                       max_turn_deg: float = PLAUSIBILITY["max_turn_deg"],
+                       max_total_turn_deg: float = PLAUSIBILITY["max_total_turn_deg"],
+                       min_length_fraction: float = PLAUSIBILITY["min_length_fraction"],
+                       max_length_fraction: float = PLAUSIBILITY["max_length_fraction"],
+                       min_length_mm: float = PLAUSIBILITY["min_length_mm"],
+                       max_length_mm: float = PLAUSIBILITY["max_length_mm"]) -> dict:
+    """Whether five detected centres can be the L1-L5 of a lateral lumbar film.
+
+    Checks, in this order (every failing check is reported):
+
+    - ``order``: each centre lies below the one before (image rows grow downwards);
+    - ``film``: every centre lies on the film, not in the padding around it;
+    - ``tilt``: the L1-L5 line is at most ``max_tilt_deg`` from the image vertical
+      (either way: films may face left or right);
+    - ``spacing``: the four consecutive centre distances agree, the largest at most
+      ``max_spacing_ratio`` times the smallest (a skipped or doubled level breaks it);
+    - ``curvature``: successive segments turn by at most ``max_turn_deg``, the first and
+      the last by at most ``max_total_turn_deg``;
+    - ``length``: the L1-L5 distance against the film: a fraction of its height between
+      the two ``*_length_fraction`` and, when the pixel spacing is known, a length in mm
+      between the two ``*_length_mm``.
+
+    Parameters
+    ----------
+    centres : (5, 2) array_like
+        ``(x, y)`` of L1..L5 in pixels of one grid with square pixels (``Io``).
+    film_box : (4,) array_like or None
+        ``(x0, y0, x1, y1)``: the film's edges in the same pixels (the content of ``Io``);
+        None skips the ``film`` and the fraction part of ``length``.
+    pixel_spacing_mm : float or None
+        Millimetres per pixel of that grid; None skips the mm part of ``length``.
+    max_tilt_deg, max_spacing_ratio, max_turn_deg, max_total_turn_deg : float
+        Limits; defaults in :data:`PLAUSIBILITY`.
+    min_length_fraction, max_length_fraction, min_length_mm, max_length_mm : float
+        Limits of the L1-L5 distance; defaults in :data:`PLAUSIBILITY`.
+
+    Returns
+    -------
+    dict
+        ``plausible`` (bool), ``implausible_reason`` ("" when plausible; the failing
+        checks as ``"name: why"`` joined by ``"; "``) and ``measures``: ``tilt_deg``,
+        ``spacing_ratio``, ``max_turn_deg``, ``total_turn_deg``, ``length_px``,
+        ``length_fraction`` and ``length_mm`` (None where not measured).
+
+    Examples
+    --------
+    >>> spine = [[700, 1000], [690, 1180], [700, 1360], [720, 1540], [750, 1710]]
+    >>> check_plausibility(spine, film_box=(0, 0, 1536, 3072))["plausible"]
+    True
+    >>> row = [[100, 3000], [400, 3000.5], [700, 3001], [1000, 3001.5], [1300, 3002]]
+    >>> check_plausibility(row)["implausible_reason"].split(":")[0]
+    'tilt'
+    """
+    c = np.asarray(centres, dtype=np.float64)
+    if c.shape != (5, 2) or not np.all(np.isfinite(c)):
+        raise ValueError(f"centres must be five finite (x, y) points; got {np.shape(centres)}")
+    limits = {"max_tilt_deg": max_tilt_deg, "max_spacing_ratio": max_spacing_ratio,
+              "max_turn_deg": max_turn_deg, "max_total_turn_deg": max_total_turn_deg,
+              "min_length_fraction": min_length_fraction,
+              "max_length_fraction": max_length_fraction,
+              "min_length_mm": min_length_mm, "max_length_mm": max_length_mm}
+    for name, value in limits.items():
+        if not np.isfinite(value) or value <= 0:
+            raise ValueError(f"{name} must be a positive number; got {value!r}")
+    if max_spacing_ratio < 1:
+        raise ValueError(f"max_spacing_ratio must be >= 1; got {max_spacing_ratio!r}")
+    if pixel_spacing_mm is not None and not float(pixel_spacing_mm) > 0:
+        raise ValueError(f"pixel_spacing_mm must be > 0 or None; got {pixel_spacing_mm!r}")
+    reasons = []
+    steps = np.diff(c, axis=0)
+    lengths = np.hypot(steps[:, 0], steps[:, 1])
+    if np.any(steps[:, 1] <= 0):
+        k = int(np.argmax(steps[:, 1] <= 0))
+        reasons.append(f"order: {LEVELS[k + 1]} is not below {LEVELS[k]}")
+    if film_box is not None:
+        x0, y0, x1, y1 = (float(v) for v in film_box)
+        off = (c[:, 0] < x0) | (c[:, 0] > x1) | (c[:, 1] < y0) | (c[:, 1] > y1)
+        if off.any():
+            reasons.append("film: " + ", ".join(np.array(LEVELS)[off]) + " in the padding "
+                           "outside the film")
+    span = c[4] - c[0]
+    length = float(np.hypot(*span))
+    tilt = float(np.degrees(np.arctan2(abs(span[0]), span[1])))
+    if tilt > max_tilt_deg:
+        reasons.append(f"tilt: the L1-L5 line is {tilt:.1f} deg from vertical "
+                       f"(at most {max_tilt_deg:g})")
+    ratio = float(lengths.max() / lengths.min()) if lengths.min() > 0 else float("inf")
+    if ratio > max_spacing_ratio:
+        reasons.append(f"spacing: centre spacings from {lengths.min():.1f} to "
+                       f"{lengths.max():.1f} px, ratio {ratio:.2f} (at most "
+                       f"{max_spacing_ratio:g})")
+    angles = np.arctan2(steps[:, 0], steps[:, 1])
+    turns = np.degrees(np.abs((np.diff(angles) + np.pi) % (2 * np.pi) - np.pi))
+    total = float(np.degrees(abs((angles[-1] - angles[0] + np.pi) % (2 * np.pi) - np.pi)))
+    if turns.max() > max_turn_deg or total > max_total_turn_deg:
+        reasons.append(f"curvature: turns up to {turns.max():.1f} deg between successive "
+                       f"segments, {total:.1f} deg from L1-L2 to L4-L5 (at most "
+                       f"{max_turn_deg:g} and {max_total_turn_deg:g})")
+    fraction = mm = None
+    if film_box is not None and y1 > y0:
+        fraction = length / (y1 - y0)
+        if not min_length_fraction <= fraction <= max_length_fraction:
+            reasons.append(f"length: L1-L5 is {fraction:.2f} of the film's height "
+                           f"(between {min_length_fraction:g} and {max_length_fraction:g})")
+    if pixel_spacing_mm is not None:
+        mm = length * float(pixel_spacing_mm)
+        if not min_length_mm <= mm <= max_length_mm:
+            reasons.append(f"length: L1-L5 is {mm:.0f} mm (between {min_length_mm:g} and "
+                           f"{max_length_mm:g} mm)")
+    return {"plausible": not reasons, "implausible_reason": "; ".join(reasons),
+            "measures": {"tilt_deg": tilt, "spacing_ratio": ratio,
+                         "max_turn_deg": float(turns.max()), "total_turn_deg": total,
+                         "length_px": length, "length_fraction": fraction, "length_mm": mm}}

@@ -8,7 +8,11 @@ tested without Snakemake. Every per-image output carries a ``status``:
   small, no contrast, a level missing...). The message says why. Downstream steps carry
   the status on, so one bad file costs only itself and the cohort completes;
 - ``"failed"``: the method ran and failed on the image (fewer than five peaks). The image
-  counts against the success rate and in the "all images" column of Table 2.
+  counts against the success rate and in the "all images" column of Table 2;
+- ``"implausible"``: five centres were found in an image without annotation but they do
+  not form a plausible lumbar spine (:func:`lumbar_core.localize.check_plausibility`).
+  Carried on like ``"failed"``: the image gets no masks, heights or grades. In annotated
+  images the flag (``plausible: false``) is recorded and the status stays ``"ok"``.
 
 Files are written atomically by :mod:`lumbar_core.io`, so an interrupted job never leaves a
 file that looks complete.
@@ -24,7 +28,7 @@ from skimage import draw
 
 from . import io
 from .crop import crop_boxes, extract_patches, keep_centre_component, paste_masks
-from .localize import LEVELS, select_peaks
+from .localize import LEVELS, check_plausibility, select_peaks
 from .preprocess import Geometry, preprocess_image, resize_image, resize_to_i
 
 __all__ = [
@@ -123,7 +127,7 @@ def load_geometry(path) -> tuple[Geometry | None, dict]:
     data = io.read_json(path)
     if data.get("status") != "ok":
         return None, data
-    return Geometry(**{k: tuple(v) for k, v in data["geometry"].items()}), data
+    return Geometry.from_dict(data["geometry"]), data
 
 
 def _rasterise(outlines, shape) -> np.ndarray:
@@ -181,8 +185,20 @@ def run_ground_truth(annotation_path, geometry_path, out_points, out_masks) -> d
 # --------------------------------------------------------------------------- 2.2
 
 
-def run_select_peaks(maps_path, geometry_path, out, *, settings: dict) -> dict:
-    """Rule ``select_peaks``: the five centres in ``I``, ``Io`` and input pixels."""
+def run_select_peaks(maps_path, geometry_path, out, *, settings: dict,
+                     annotated: bool = False) -> dict:
+    """Rule ``select_peaks``: the five centres in ``I``, ``Io`` and input pixels.
+
+    ``settings`` are :func:`select_peaks`'s options and, under ``plausibility``, the
+    limits of :func:`check_plausibility`. Five centres that do not form a plausible
+    lumbar spine are recorded with ``plausible: false`` and ``implausible_reason``. In
+    an ``annotated`` image (an evaluated run) the status stays ``"ok"``, so that the
+    paper's success rule and Table 2 judge the detection as they would; otherwise the
+    status is ``"implausible"`` and the later steps treat the image like a failed
+    detection (no crop, masks, heights or grades), counted separately.
+    """
+    settings = dict(settings)
+    limits = dict(settings.pop("plausibility", None) or {})
     geometry, record = load_geometry(geometry_path)
     maps = io.load_npz(maps_path)
     status, message = status_of(maps)
@@ -200,6 +216,15 @@ def run_select_peaks(maps_path, geometry_path, out, *, settings: dict) -> dict:
         result["centres_i"] = centres_i.tolist()
         result["centres_io"] = geometry.map(centres_i, "i", "io").tolist()
         result["centres_input"] = geometry.to_input("i", centres_i).tolist()
+        spacing = geometry.pixel_spacing("io", record.get("pixel_spacing_mm"))
+        check = check_plausibility(result["centres_io"], film_box=geometry.film_box("io"),
+                                   pixel_spacing_mm=spacing, **limits)
+        result["plausible"] = check["plausible"]
+        result["implausible_reason"] = check["implausible_reason"]
+        result["plausibility"] = check["measures"]
+        if not check["plausible"] and not annotated:
+            result["status"] = "implausible"
+            result["message"] = check["implausible_reason"]
     io.write_json(out, result)
     return result
 
@@ -272,8 +297,8 @@ def paste_patch_masks(patch_masks, boxes, geometry: Geometry) -> dict:
     """
     return {
         "labels_io": paste_masks(patch_masks, boxes, geometry.io_shape),
-        "labels_input": paste_masks(patch_masks, boxes, geometry.input_shape,
-                                    scale=geometry.scale("io", "input")),
+        "labels_input": paste_masks(patch_masks, geometry.paste_boxes(boxes, "input"),
+                                    geometry.input_shape, scale=geometry.scale("io", "input")),
     }
 
 
@@ -303,11 +328,19 @@ def patch_probabilities_to_masks(foreground, boxes, geometry: Geometry, *, thres
 
 
 def whole_probabilities_to_masks(probs, geometry: Geometry) -> dict:
-    """Whole-image class probabilities on ``I`` (H, W, 6) upsampled to ``Io`` and input labels."""
+    """Whole-image class probabilities on ``I`` (H, W, 6) upsampled to ``Io`` and input labels.
+
+    Resampled by the exact mapping of ``geometry`` (padding of ``Io`` and ``I`` included);
+    maps on a coarser grid than ``I`` (a network that pools its input) are first resized
+    to ``I``, which they cover the whole of.
+    """
     probs = np.asarray(probs, dtype=np.float32)
+    channels = [probs[..., c] for c in range(probs.shape[-1])]
+    if probs.shape[:2] != geometry.i_shape:
+        channels = [resize_image(c, geometry.i_shape, order=1) for c in channels]
     out = {}
-    for space, shape in (("io", geometry.io_shape), ("input", geometry.input_shape)):
-        up = np.stack([resize_image(probs[..., c], shape, order=1) for c in range(probs.shape[-1])])
+    for space in ("io", "input"):
+        up = np.stack([geometry.resample(c, "i", space, order=1) for c in channels])
         out[f"labels_{space}"] = np.argmax(up, axis=0).astype(np.uint8)
     return out
 
@@ -383,7 +416,8 @@ def run_metrics(image_id: str, points_path, masks_path, peaks_path, prediction_p
 
     Region metrics are computed in ``Io`` on the union of L1..L5 (``level == "all"``, as
     the paper does) and per level. An image whose detection failed gets, for the two-stage
-    methods, the metrics of an empty prediction with status ``"detection failed"``.
+    methods, the metrics of an empty prediction with status ``"detection failed"``. The
+    localisation rows carry ``plausible`` from the detection (empty without one).
     """
     import pandas as pd
 
@@ -395,7 +429,8 @@ def run_metrics(image_id: str, points_path, masks_path, peaks_path, prediction_p
         reason = points.get("message", "")
         io.write_table(out_localization, pd.DataFrame(
             [{"image_id": image_id, "level": lv, "error_px": np.nan, "error_mm": np.nan,
-              "success": False, "status": f"excluded: {reason}"} for lv in LEVELS]))
+              "success": False, "status": f"excluded: {reason}", "plausible": np.nan}
+             for lv in LEVELS]))
         io.write_table(out_segmentation, pd.DataFrame(
             [{"image_id": image_id, "method": m, "level": "all", "status": f"excluded: {reason}"}
              for m in METHODS]))
@@ -417,9 +452,11 @@ def run_metrics(image_id: str, points_path, masks_path, peaks_path, prediction_p
         errors = errors_mm = np.full(5, np.nan)
         success = False
         status = f"{peaks.get('status')}: {peaks.get('message', '')}"
+    # Whether the five centres form a plausible spine (empty when there were no five).
+    plausible = peaks.get("plausible", np.nan)
     io.write_table(out_localization, pd.DataFrame(
         {"image_id": image_id, "level": list(LEVELS), "error_px": errors, "error_mm": errors_mm,
-         "success": success, "status": status}))
+         "success": success, "status": status, "plausible": plausible}))
     gt = io.load_npz(masks_path)["io"]
     rows = []
     for method, (source, key, two_stage) in METHODS.items():
@@ -434,7 +471,11 @@ def run_metrics(image_id: str, points_path, masks_path, peaks_path, prediction_p
 
 
 def qc_rows(geometry_paths, points_paths, peaks_paths) -> list[dict]:
-    """Rule ``qc``: one row per image and stage whose status is not ``ok``."""
+    """Rule ``qc``: one row per image and stage whose status is not ``ok``.
+
+    An implausible detection (:func:`run_select_peaks`) has a row with status
+    ``implausible`` and the reason, also in annotated images whose status stays ``ok``.
+    """
     rows = []
     for stage, paths in (("preprocess", geometry_paths), ("ground_truth", points_paths),
                          ("select_peaks", peaks_paths)):
@@ -443,6 +484,11 @@ def qc_rows(geometry_paths, points_paths, peaks_paths) -> list[dict]:
             if data.get("status") != "ok":
                 rows.append({"image_id": Path(path).name.split(".")[0], "stage": stage,
                              "status": data.get("status"), "message": data.get("message", "")})
+            elif data.get("plausible") is False:  # annotated: evaluated all the same
+                rows.append({"image_id": Path(path).name.split(".")[0], "stage": stage,
+                             "status": "implausible",
+                             "message": data.get("implausible_reason", "")
+                             + " (annotated: still evaluated)"})
     return rows
 
 

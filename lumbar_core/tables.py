@@ -219,8 +219,10 @@ def table1(loc_rows, sheet, *, n_boot: int = 2000, seed: int = 0,
     loc_rows : pandas.DataFrame
         Localisation rows, five per image: ``image_id``, ``level`` (``"L1"``..``"L5"``),
         ``error_px`` (in ``Io`` pixels), ``success`` (bool, the same for an image's five
-        rows), and optionally ``error_mm`` (NaN when the spacing is unknown) and
-        ``status`` (``"ok"`` or ``"failed: ..."``).
+        rows), and optionally ``error_mm`` (NaN when the spacing is unknown),
+        ``status`` (``"ok"`` or ``"failed: ..."``) and ``plausible`` (False for a
+        detection whose centres do not form a plausible spine, empty without five
+        centres).
     sheet : pandas.DataFrame
         Sample sheet with ``image_id``, ``modality`` (DR/CR) and ``group``
         (normal/abnormal); every image of ``loc_rows`` must be in it.
@@ -237,7 +239,9 @@ def table1(loc_rows, sheet, *, n_boot: int = 2000, seed: int = 0,
     pandas.DataFrame
         One row per stratum of :data:`STRATA` (and the paper's row), columns
         ``stratum``, ``source`` (``"this run"`` or ``"paper (Table 1)"``),
-        ``n_images``, ``n_succeeded``, ``success_rate_pct``, then for each of
+        ``n_images``, ``n_succeeded``, ``success_rate_pct``, ``n_implausible`` (images
+        whose five centres were flagged implausible, whatever their success; 0 without a
+        ``plausible`` column; empty for the paper), then for each of
         ``L1``..``L5`` and ``all``: ``<level>_px_mean``, ``_sd``, ``_ci_low``,
         ``_ci_high``; ``n_with_spacing`` and the same columns in mm (``<level>_mm_*``,
         NaN when no spacing is known). ``attrs["notes"]`` holds notes for
@@ -277,6 +281,9 @@ def table1(loc_rows, sheet, *, n_boot: int = 2000, seed: int = 0,
         raise ValueError(f"loc_rows success differs between the levels of image_id {mixed[:10]}")
     success = per_image["max"]
     strata = _strata_of(success.index, sheet)
+    flagged = rows["plausible"].astype(str).str.strip().str.lower().isin(["false", "0"]) \
+        if "plausible" in rows else pd.Series(False, index=rows.index)
+    implausible = set(rows.loc[flagged, "image_id"])
 
     err = {unit: rows.pivot(index="image_id", columns="level", values=f"error_{unit}")
            .reindex(columns=list(LEVELS)).astype(np.float64) for unit in ("px", "mm")}
@@ -286,7 +293,8 @@ def table1(loc_rows, sheet, *, n_boot: int = 2000, seed: int = 0,
         ok = [i for i in ids if success[i]]
         n, n_ok = len(ids), len(ok)
         rec = {"stratum": stratum, "source": _THIS_RUN, "n_images": n, "n_succeeded": n_ok,
-               "success_rate_pct": 100.0 * n_ok / n if n else np.nan}
+               "success_rate_pct": 100.0 * n_ok / n if n else np.nan,
+               "n_implausible": len(implausible.intersection(ids))}
         for unit in ("px", "mm"):
             e = err[unit].loc[ok]
             if unit == "mm":
@@ -307,7 +315,8 @@ def table1(loc_rows, sheet, *, n_boot: int = 2000, seed: int = 0,
                 paper.update({f"{lev}_px_mean": mean, f"{lev}_px_sd": sd})
             out.append(paper)
     table = pd.DataFrame(out)
-    columns = (["stratum", "source", "n_images", "n_succeeded", "success_rate_pct"]
+    columns = (["stratum", "source", "n_images", "n_succeeded", "success_rate_pct",
+                "n_implausible"]
                + [f"{lev}_px_{s}" for lev in _TABLE_LEVELS for s in _STATS]
                + ["n_with_spacing"]
                + [f"{lev}_mm_{s}" for lev in _TABLE_LEVELS for s in _STATS])
@@ -324,6 +333,9 @@ def table1(loc_rows, sheet, *, n_boot: int = 2000, seed: int = 0,
         "Success: five centres found and each nearer its own ground-truth centre than any "
         "other; the success rate is over all images of the stratum.",
         "Level 'all' pools the five levels (5 errors per image); its CI resamples images.",
+        "n_implausible: images whose five centres do not form a plausible lumbar spine "
+        "(order, tilt, spacing, curvature, length; qc.tsv gives each reason); they are "
+        "judged by the success rule all the same.",
         f"Excluded from the error columns: {n_all - int(success.sum())} of {n_all} images"
         + (f" ({_reason_counts(reasons)})." if len(reasons) else "."),
         f"CIs: {n_boot} bootstrap resamples, seed {seed}.",
@@ -484,6 +496,7 @@ _LABELS = {
     "n_images": "n",
     "n_succeeded": "n ok",
     "n_failed": "n failed",
+    "n_implausible": "n implausible",
     "n_with_spacing": "n with spacing",
     "success_rate_pct": "success %",
     "dice": "Dice",

@@ -20,7 +20,8 @@ rule pose_infer:
 
 
 rule select_peaks:
-    """METHOD.md 2, steps 1-6: five centres from yL1-5, mapped to Io and the input."""
+    """METHOD.md 2, steps 1-6: five centres from yL1-5, mapped to Io and the input,
+    and whether they form a plausible lumbar spine (annotated images stay evaluated)."""
     input:
         maps=shard_dir("posenet", "pose_infer"),
         geometry="results/preprocess/{image_id}.geometry.json",
@@ -37,5 +38,6 @@ rule select_peaks:
         mem_mb=500,
     params:
         settings=config["peaks"],
+        annotated=lambda wildcards: wildcards.image_id in ANNOTATED.index,
     script:
         "../workflow_scripts/select_peaks.py"

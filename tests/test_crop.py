@@ -155,7 +155,9 @@ def test_paste_back_into_input_grid_is_consistent_with_io():
     mask[0, 56:168, 56:168] = True
     box = np.array([[800.0, 1500.0, 448.0]])
     lab_io = paste_masks(mask, box, g.io_shape)
-    lab_in = paste_masks(mask, box, g.input_shape, scale=g.scale("io", "input"))
+    # A 3:2 landscape film is letterboxed in Io: the boxes are shifted by its padding.
+    lab_in = paste_masks(mask, g.paste_boxes(box, "input"), g.input_shape,
+                         scale=g.scale("io", "input"))
     rows, cols = np.nonzero(lab_io)
     rin, cin = np.nonzero(lab_in)
     centre_in = g.to_input("io", [[cols.mean(), rows.mean()]])[0]

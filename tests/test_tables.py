@@ -261,3 +261,24 @@ def test_write_table_leaves_out_empty_columns(tmp_path):
 def test_write_table_needs_title(tmp_path):
     with pytest.raises(ValueError, match="title"):
         write_table(pd.DataFrame({"a": [1]}), tmp_path / "x", title="")
+
+
+def test_table1_counts_implausible_detections_per_stratum_and_keeps_the_success_rule():
+    rows = _loc_rows()
+    # B succeeded by the paper's rule but was flagged; D failed and was flagged; C has no
+    # five centres (empty); A plausible. Written and read back as TSV, as the workflow does.
+    rows["plausible"] = rows["image_id"].map({"A": True, "B": False, "C": np.nan, "D": False})
+    t = table1(rows, SHEET, n_boot=20)
+    run = _this_run(t).set_index("stratum")
+    expected = {"all": 2, "DR": 0, "CR": 2, "normal": 1, "abnormal": 1}
+    for stratum, n in expected.items():
+        assert run.loc[stratum, "n_implausible"] == n
+    assert run.loc["all", "n_succeeded"] == 2  # B still counts as a success
+    assert list(t.columns[:6]) == ["stratum", "source", "n_images", "n_succeeded",
+                                   "success_rate_pct", "n_implausible"]
+    assert np.isnan(t.loc[t["source"] == "paper (Table 1)", "n_implausible"]).all()
+    as_text = rows.assign(plausible=rows["plausible"].map({True: "True", False: "False"}))
+    assert _this_run(table1(as_text, SHEET, n_boot=20))["n_implausible"].tolist() == \
+        run["n_implausible"].tolist()
+    # Without the column (older per-image tables) nothing is flagged.
+    assert (_this_run(table1(_loc_rows(), SHEET, n_boot=20))["n_implausible"] == 0).all()

@@ -59,7 +59,23 @@ def test_table1_fig10_fig9_overlays_and_report(full_run):
         for ext in ("png", "pdf"):
             assert (full_run / f"results/figures/{name}.{ext}").stat().st_size > 0
     assert (full_run / "results/report.html").stat().st_size > 10_000
-    assert (full_run / "results/qc.tsv").exists()
+    # Implausible detections: counted in Table 1 and listed in qc.tsv with their reason.
+    from lumbar_core import io
+
+    qc = pd.read_csv(full_run / "results/qc.tsv", sep="\t", dtype=str, keep_default_na=False)
+    flagged = qc.loc[(qc["stage"] == "select_peaks") & (qc["status"] == "implausible")]
+    peaks = {p.name.split(".")[0]: io.read_json(p)
+             for p in (full_run / "results/select_peaks").glob("*.json")}
+    implausible = {i for i, d in peaks.items() if d.get("plausible") is False}
+    assert set(flagged["image_id"]) == implausible
+    for _, row in flagged.iterrows():
+        assert row["message"].startswith(peaks[row["image_id"]]["implausible_reason"])
+    run_all = t1[(t1["source"] == "this run") & (t1["stratum"] == "all")].iloc[0]
+    assert run_all["n_implausible"] == len(implausible & set(_test_ids(full_run)))
+
+
+def _test_ids(run):
+    return [p.name.split(".")[0] for p in (run / "results/metrics").glob("*.localization.tsv")]
 
 
 def test_inference_only_and_mixed_sheets(reference_run, tiny_cohort, tmp_path):

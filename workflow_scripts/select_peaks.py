@@ -13,5 +13,6 @@ result = run_select_peaks(
     snakemake.input.geometry,
     snakemake.output.peaks,
     settings=snakemake.params.settings,
+    annotated=bool(snakemake.params.annotated),
 )
 print(f"{image_id}: {result['status']} {result.get('message', '')}", file=sys.stderr)
