@@ -261,3 +261,21 @@ def test_write_table_leaves_out_empty_columns(tmp_path):
 def test_write_table_needs_title(tmp_path):
     with pytest.raises(ValueError, match="title"):
         write_table(pd.DataFrame({"a": [1]}), tmp_path / "x", title="")
+
+
+def test_unknown_modality_and_group_get_rows_of_their_own():
+    # C and D are unlabelled films: modality and group unknown (lumbar-ingest's sheet).
+    sheet = SHEET.assign(modality=["DR", "CR", "unknown", "unknown", "DR"],
+                         group=["normal", "abnormal", "unknown", "normal", "unknown"])
+    t1 = _this_run(table1(_loc_rows(), sheet, n_boot=50)).set_index("stratum")
+    assert list(t1.index) == ["all", "DR", "CR", "modality unknown", "normal", "abnormal",
+                              "group unknown"]
+    assert t1["n_images"].to_dict() == {"all": 4, "DR": 1, "CR": 1, "modality unknown": 2,
+                                        "normal": 2, "abnormal": 1, "group unknown": 1}
+    assert t1.loc["modality unknown", "n_succeeded"] == 0
+    t2 = _this_run(table2(_seg_rows(), sheet, n_boot=50))
+    ours = t2[t2["method"] == "PN+MNet+LS"].set_index("stratum")
+    assert ours.loc["group unknown", "n_images"] == 1
+    assert ours.loc["modality unknown", "n_images"] == 2
+    # A sheet without unknown labels keeps the paper's five strata only.
+    assert list(_this_run(table1(_loc_rows(), SHEET, n_boot=50))["stratum"]) == list(STRATA)
