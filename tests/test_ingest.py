@@ -248,3 +248,15 @@ def test_module_runs_as_a_command(tmp_path):
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.dumps(pd.read_csv(tmp_path / "s.tsv", sep="\t")["image_id"].tolist()) == '["a"]'
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "usage: make check-films FILMS="),
+    (["FILMS=films", "DEMO_RESULTS=no-such-run"], "models/posenet.keras not found"),
+])
+def test_check_films_refuses_without_films_or_models(tmp_path, args, message):
+    proc = subprocess.run(["make", "-s", "-C", str(REPO), "check-films", *args,
+                           f"FILM_OUT={tmp_path / 'out'}"], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path)
+    assert proc.returncode != 0 and message in proc.stderr
+    assert not (tmp_path / "out").exists()
