@@ -362,9 +362,10 @@ def plot_overlay(image, out_stem, *, gt_outlines=None, gt_centres=None, pred_cen
                 ("candidates", candidates)) if c is not None}
     if pred_labels is not None:
         pred_labels = [str(t) for t in pred_labels]
-        if len(pred_labels) != len(centres.get("pred_centres", ())):
-            raise ValueError(f"pred_labels must name each of the {len(centres.get('pred_centres', ()))}"
-                             f" pred_centres; got {len(pred_labels)} labels")
+        n_centres = len(centres.get("pred_centres", ()))
+        if len(pred_labels) != n_centres:
+            raise ValueError(f"pred_labels must name each of the {n_centres} pred_centres; "
+                             f"got {len(pred_labels)} labels")
     masks = dict(pred_masks or {})
     for name, m in masks.items():
         if np.shape(m) != img.shape:

@@ -81,7 +81,8 @@ def write_film_tree(root, n_films: int = 1000, *, seed: int = 0) -> dict:
     modalities = ["DX", "CR", "OT", None]
     for k in range(n_dicom):  # DICOM, some named by their UID (no image extension)
         modality = modalities[k % 4]
-        rel = f"dicom/Patient ünï {k % 3}/1.2.826.0.1.{k}" if k % 2 else f"dicom/series {k}/img.dcm"
+        rel = (f"dicom/Patient ünï {k % 3}/1.2.826.0.1.{k}" if k % 2
+               else f"dicom/series {k}/img.dcm")
         expected = {"DX": "DR", "CR": "CR"}.get(modality, "unknown")
         _dicom(film(rel, modality=expected), rng.integers(0, 4095, (72, 64), dtype=np.uint16),
                modality)
