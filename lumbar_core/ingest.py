@@ -100,7 +100,7 @@ class IngestResult:
 
 
 # ----------------------------------------------------------------------------- the walk
-def find_films(root, *, exclude=()) -> tuple[list[Path], int]:
+def find_films(root, *, exclude=(), on_error=None) -> tuple[list[Path], int]:
     """Files under ``root`` that are films by their extension or their first bytes.
 
     Parameters
@@ -109,6 +109,10 @@ def find_films(root, *, exclude=()) -> tuple[list[Path], int]:
         The folder to walk (symbolic links to folders are not followed).
     exclude : iterable of path-like
         Folders not to enter (e.g. where annotations are written); default none.
+    on_error : callable or None
+        Called with the ``OSError`` of a folder that cannot be listed; default None
+        (such folders are skipped silently). A file whose first bytes cannot be read is
+        returned as a film, so that reading it reports the problem.
 
     Returns
     -------
@@ -131,7 +135,7 @@ def find_films(root, *, exclude=()) -> tuple[list[Path], int]:
         raise ValueError(f"root must be a folder; got {str(root)!r}")
     skip = {os.path.realpath(p) for p in exclude}
     films, n_other = [], 0
-    for folder, dirs, files in os.walk(root):
+    for folder, dirs, files in os.walk(root, onerror=on_error):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".")
                          and os.path.realpath(os.path.join(folder, d)) not in skip)
         for name in files:
@@ -147,11 +151,12 @@ def find_films(root, *, exclude=()) -> tuple[list[Path], int]:
 
 
 def _sniff_file(path: Path) -> str | None:
+    """The format by the first bytes; ``"unreadable"`` if they cannot be read."""
     try:
         with open(path, "rb") as fh:
             return io._sniff(fh.read(132))
     except OSError:
-        return None
+        return "unreadable"
 
 
 def image_ids(relative_paths) -> list[str]:
@@ -423,7 +428,13 @@ def ingest_folder(root, sheet, *, annotations=None, fractions=(0.7, 0.15, 0.15),
     assign_splits([], fractions=fractions, seed=seed)  # checks the options up front
     root, sheet = Path(root), Path(sheet)
     annotations = Path(annotations) if annotations is not None else sheet.parent / "annotations"
-    films, n_other = find_films(root, exclude=[annotations])
+    skipped = []
+
+    def unlisted(err: OSError) -> None:
+        skipped.append((str(err.filename), f"{err.filename}: folder not read ({err.strerror})"))
+        print(f"skipped {skipped[-1][1]}", file=log)
+
+    films, n_other = find_films(root, exclude=[annotations], on_error=unlisted)
     csvs = [_corner_csv(f) for f in films]
     inspect = partial(_inspect, min_size=int(min_size))
     # Films with a CSV are decoded in any case: the import checks points against the shape.
@@ -437,7 +448,7 @@ def ingest_folder(root, sheet, *, annotations=None, fractions=(0.7, 0.15, 0.15),
     else:
         found = [inspect(p, verify=v) for p, v in tasks]
 
-    skipped, rows = [], []
+    rows = []
     ids = image_ids(f.relative_to(root) for f in films)
     for film, csv, image_id, info in zip(films, csvs, ids, found):
         if not info["ok"]:

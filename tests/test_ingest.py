@@ -260,3 +260,23 @@ def test_check_films_refuses_without_films_or_models(tmp_path, args, message):
                           timeout=60, cwd=tmp_path)
     assert proc.returncode != 0 and message in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_that_cannot_be_listed_is_reported(tmp_path, monkeypatch):
+    import os
+
+    films = tmp_path / "films"
+    (films / "locked").mkdir(parents=True)
+    io.write_png16(films / "a.png", np.full((80, 80), 7, np.uint16))
+    real = os.scandir
+
+    def scandir(path="."):
+        if Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    result = ingest_folder(films, tmp_path / "s.tsv", log=open(os.devnull, "w"))
+    assert list(result.sheet["image_id"]) == ["a"]
+    assert result.skipped == [(str(films / "locked"),
+                               f"{films / 'locked'}: folder not read (Permission denied)")]
