@@ -58,9 +58,9 @@ def _savefig_atomic(fig: Figure, path: Path, *, dpi: int) -> Path:
     return path
 
 
-def _save(fig: Figure, out_stem, *, dpi: int) -> list[Path]:
-    """Write ``out_stem.png`` and ``out_stem.pdf``; return both paths."""
-    return [_savefig_atomic(fig, Path(f"{out_stem}.{fmt}"), dpi=dpi) for fmt in ("png", "pdf")]
+def _save(fig: Figure, out_stem, *, dpi: int, formats=("png", "pdf")) -> list[Path]:
+    """Write ``out_stem.png`` and ``out_stem.pdf`` (or ``formats``); return the paths."""
+    return [_savefig_atomic(fig, Path(f"{out_stem}.{fmt}"), dpi=dpi) for fmt in formats]
 
 
 def _check_dpi(dpi) -> None:
@@ -305,7 +305,8 @@ def plot_centre_errors(loc_rows, out_stem, *, only_success: bool = True,
 # ----------------------------------------------------------------------------- Fig. 11
 def plot_overlay(image, out_stem, *, gt_outlines=None, gt_centres=None, pred_centres=None,
                  pred_masks=None, title: str = "", max_side: int = 1024,
-                 dpi: int = 150) -> list[Path]:
+                 dpi: int = 150, pred_labels=None, candidates=None,
+                 formats=("png", "pdf")) -> list[Path]:
     """Fig. 11-style overlay: an image with ground truth and each method's segmentation.
 
     Parameters
@@ -328,17 +329,25 @@ def plot_overlay(image, out_stem, *, gt_outlines=None, gt_centres=None, pred_cen
         factor for drawing; default 1024. Coordinates stay in full-resolution pixels.
     dpi : int
         Resolution of the PNG; default 150.
+    pred_labels : sequence of str or None
+        Names written beside the predicted centres, one per row of ``pred_centres``
+        (e.g. ``("L1", ..., "L5")``); default none.
+    candidates : (k, 2) array_like or None
+        Points drawn as hollow circles, e.g. the peaks of a detection that failed;
+        default none.
+    formats : sequence of str
+        File formats written; default ``("png", "pdf")``.
 
     Returns
     -------
     list of pathlib.Path
-        ``[out_stem.png, out_stem.pdf]``.
+        ``out_stem.<format>`` for each of ``formats``.
 
     Raises
     ------
     ValueError
-        If ``image`` is not a finite 2-D array in [0, 1], a mask has another shape, or
-        the points have the wrong shape.
+        If ``image`` is not a finite 2-D array in [0, 1], a mask has another shape, the
+        points have the wrong shape, or ``pred_labels`` does not match ``pred_centres``.
     """
     img = np.asarray(image)
     if img.ndim != 2 or img.size == 0:
@@ -349,7 +358,14 @@ def plot_overlay(image, out_stem, *, gt_outlines=None, gt_centres=None, pred_cen
                          f"[{np.nanmin(img)}, {np.nanmax(img)}]")
     outlines = None if gt_outlines is None else _as_outlines(gt_outlines, "gt_outlines")
     centres = {name: _as_centres(c, name) for name, c in
-               (("gt_centres", gt_centres), ("pred_centres", pred_centres)) if c is not None}
+               (("gt_centres", gt_centres), ("pred_centres", pred_centres),
+                ("candidates", candidates)) if c is not None}
+    if pred_labels is not None:
+        pred_labels = [str(t) for t in pred_labels]
+        n_centres = len(centres.get("pred_centres", ()))
+        if len(pred_labels) != n_centres:
+            raise ValueError(f"pred_labels must name each of the {n_centres} pred_centres; "
+                             f"got {len(pred_labels)} labels")
     masks = dict(pred_masks or {})
     for name, m in masks.items():
         if np.shape(m) != img.shape:
@@ -379,15 +395,23 @@ def plot_overlay(image, out_stem, *, gt_outlines=None, gt_centres=None, pred_cen
             ax.plot(x, y, color=colour, lw=1.0)
         handles.append(Line2D([], [], color=colour, lw=1.0, label=str(name)))
     markers = {"gt_centres": ("+", GT_COLOUR, "ground-truth centres"),
-               "pred_centres": ("x", "cyan", "predicted centres")}
+               "pred_centres": ("x", "cyan", "predicted centres"),
+               "candidates": ("o", "yellow", "candidate peaks")}
     for name, pts in centres.items():
         marker, colour, label = markers[name]
-        ax.plot(pts[:, 0], pts[:, 1], ls="none", marker=marker, color=colour, ms=7, mew=1.5)
-        handles.append(Line2D([], [], ls="none", marker=marker, color=colour, label=label))
+        face = "none" if marker == "o" else colour
+        ax.plot(pts[:, 0], pts[:, 1], ls="none", marker=marker, color=colour, ms=7, mew=1.5,
+                mfc=face)
+        handles.append(Line2D([], [], ls="none", marker=marker, color=colour, mfc=face,
+                              label=label))
+    for text, (x, y) in zip(pred_labels or (), centres.get("pred_centres", ())):
+        if np.isfinite(x) and np.isfinite(y):
+            ax.annotate(text, (x, y), xytext=(6, 0), textcoords="offset points",
+                        color="cyan", fontsize=8, va="center")
     _image_axes(ax, img.shape, title)
     if handles:
         fig.legend(handles=handles, loc="outside right upper", fontsize=8)
-    return _save(fig, out_stem, dpi=dpi)
+    return _save(fig, out_stem, dpi=dpi, formats=formats)
 
 
 # ----------------------------------------------------------------------------- cohort

@@ -592,6 +592,58 @@ def run_overlays(segmentation_paths, inputs: dict, out_dir, *, n: int) -> list[s
     return chosen
 
 
+def run_image_overlay(image_id: str, image_path, peaks_path, geometry_path, refined_path,
+                      out_png, *, points_path=None) -> str:
+    """Rule ``image_overlay``: one image and what the pipeline found on it, whatever it was.
+
+    Unlike :func:`run_overlays` (a few images chosen by Dice), this draws any image,
+    with or without ground truth: the five detected centres with their level names, the
+    refined PN+MNet+LS outlines where the image has them and, where the detection found
+    no five centres, the candidate peaks that peak selection kept (mapped from ``I`` to
+    the input grid). The title is the image id and the ``status`` of ``peaks_path`` with
+    its message, as ``select_peaks`` wrote them (``ok``, ``failed``, ``excluded`` or any
+    other status). Ground-truth outlines are drawn where ``points_path`` is given. An
+    image that cannot be read still gets a (blank) overlay saying why.
+
+    Returns
+    -------
+    str
+        The title drawn.
+    """
+    import textwrap
+
+    from .plots import plot_overlay
+    from .preprocess import normalise_intensity
+
+    peaks = io.read_json(peaks_path)
+    status, message = status_of(peaks)
+    title = f"{image_id}: {status}" + (f" ({message})" if message else "")
+    try:
+        raw, _ = io.read_image(image_path)
+        image = normalise_intensity(raw)
+    except (io.LumbarIOError, OSError) as err:
+        image = np.zeros((64, 64))
+        title += f"; image not readable: {err}"
+    centres = peaks.get("centres_input")
+    candidates = None
+    geometry, _ = load_geometry(geometry_path)
+    if not centres and geometry is not None:
+        kept = [[c["x"], c["y"]] for c in peaks.get("candidates", []) if c.get("kept")]
+        if kept:
+            candidates = geometry.to_input("i", np.array(kept, dtype=np.float64))
+    refined = io.load_npz(refined_path)
+    masks = {}
+    if status_of(refined)[0] == "ok" and np.shape(refined.get("mnet_labels_input")) == image.shape:
+        masks["PN+MNet+LS"] = refined["mnet_labels_input"]
+    points = io.read_json(points_path) if points_path else {}
+    plot_overlay(image, Path(out_png).with_suffix(""), gt_outlines=points.get("outlines_input"),
+                 gt_centres=points.get("centres_input"), pred_centres=centres or None,
+                 pred_labels=LEVELS[:len(centres)] if centres else None,
+                 candidates=candidates, pred_masks=masks,
+                 title=textwrap.fill(title, 90), formats=("png",))
+    return title
+
+
 def run_contact_sheet(sheet_path, out_path, *, n: int = 8) -> None:
     """The demo cohort's contact sheet: ``n`` images (every stratum) with GT outlines."""
     from .cohort import load_sample_sheet

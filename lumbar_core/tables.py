@@ -46,7 +46,9 @@ METHODS = ("PN+MNet+LS", "PN+UNet+LS", "PN+MNet", "PN+UNet", "Orig MNet", "Orig 
 """The six methods of the paper's Table 2, in its row order."""
 
 STRATA = ("all", "DR", "CR", "normal", "abnormal")
-"""Rows of each summary: every image, then by ``modality``, then by ``group``."""
+"""Rows of each summary: every image, then by ``modality``, then by ``group``. Images whose
+``modality`` or ``group`` is ``unknown`` (unlabelled films) add a row ``"modality unknown"``
+after ``"CR"`` or ``"group unknown"`` after ``"abnormal"``, where there are any."""
 
 PAPER_TABLE1 = {
     "source": "paper Table 1 (centre errors) and section 3.3.1 (success rate)",
@@ -189,6 +191,7 @@ def _as_bool(series: pd.Series, name: str) -> pd.Series:
 
 
 def _strata_of(image_ids, sheet: pd.DataFrame) -> dict[str, set]:
+    """Image ids of each stratum, in row order: :data:`STRATA` and the unknown ones."""
     _require_columns(sheet, ("image_id", "modality", "group"), "sheet")
     sheet = sheet.assign(image_id=sheet["image_id"].astype(str))
     sheet = sheet.drop_duplicates("image_id").set_index("image_id")
@@ -201,6 +204,9 @@ def _strata_of(image_ids, sheet: pd.DataFrame) -> dict[str, set]:
     for col, values in (("modality", ("DR", "CR")), ("group", ("normal", "abnormal"))):
         for v in values:
             strata[v] = set(info.index[info[col].astype(str) == v])
+        unknown = set(info.index[info[col].astype(str) == "unknown"])
+        if unknown:
+            strata[f"{col} unknown"] = unknown
     return strata
 
 
@@ -237,8 +243,8 @@ def table1(loc_rows, sheet, *, n_boot: int = 2000, seed: int = 0,
     Returns
     -------
     pandas.DataFrame
-        One row per stratum of :data:`STRATA` (and the paper's row), columns
-        ``stratum``, ``source`` (``"this run"`` or ``"paper (Table 1)"``),
+        One row per stratum of :data:`STRATA` (and of the unknown ones, and the paper's
+        row), columns ``stratum``, ``source`` (``"this run"`` or ``"paper (Table 1)"``),
         ``n_images``, ``n_succeeded``, ``success_rate_pct``, ``n_implausible`` (images
         whose five centres were flagged implausible, whatever their success; 0 without a
         ``plausible`` column; empty for the paper), then for each of
@@ -288,7 +294,7 @@ def table1(loc_rows, sheet, *, n_boot: int = 2000, seed: int = 0,
     err = {unit: rows.pivot(index="image_id", columns="level", values=f"error_{unit}")
            .reindex(columns=list(LEVELS)).astype(np.float64) for unit in ("px", "mm")}
     out = []
-    for stratum in STRATA:
+    for stratum in strata:
         ids = sorted(strata[stratum])
         ok = [i for i in ids if success[i]]
         n, n_ok = len(ids), len(ok)
@@ -430,7 +436,7 @@ def table2(seg_rows, sheet, *, reference: str = "PN+MNet+LS", n_boot: int = 2000
     out = []
     for method in methods:
         g = by_method[method]
-        for stratum in STRATA:
+        for stratum in strata:
             s = g.loc[g.index.isin(strata[stratum])]
             ok = s.loc[s["ok"]]
             rec = {"method": method, "stratum": stratum, "source": _THIS_RUN,

@@ -101,6 +101,12 @@ def model_path(block, key, name):
     return config[block][key] or f"results/models/{name}.keras"
 
 
+# Level-set coefficients given in the config, or those rule tune_levelset chooses.
+LEVELSET_PARAMS = (
+    config["levelset"].get("params_file") or "results/levelset/params.json"
+)
+
+
 # Snakemake counts GPUs (--resources gpu=K) but does not say which one a job may use: the
 # model rules claim one of K slots themselves (lumbar_core.gpu). K reaches the jobs through
 # the environment, not params, so that changing it never triggers a rerun.
@@ -123,6 +129,19 @@ def morphometry_inputs(wildcards):
     if wildcards.image_id in ANNOTATED.index:
         inputs["points"] = f"results/ground_truth/{wildcards.image_id}.json"
         inputs["masks"] = f"results/ground_truth/{wildcards.image_id}.npz"
+    return inputs
+
+
+def overlay_inputs(wildcards):
+    """Inputs of one image's overlay; ground truth only where the image has it."""
+    inputs = {
+        "image": IMAGE[wildcards.image_id],
+        "peaks": f"results/select_peaks/{wildcards.image_id}.json",
+        "geometry": f"results/preprocess/{wildcards.image_id}.geometry.json",
+        "refined": f"results/levelset_refine/{wildcards.image_id}.npz",
+    }
+    if wildcards.image_id in ANNOTATED.index:
+        inputs["points"] = f"results/ground_truth/{wildcards.image_id}.json"
     return inputs
 
 

@@ -38,7 +38,7 @@ rule levelset_refine:
         mnet=shard_dir("segmentation", "mnet_infer"),
         unet=shard_dir("segmentation", "unet_infer"),
         geometry="results/preprocess/{image_id}.geometry.json",
-        params="results/levelset/params.json",
+        params=LEVELSET_PARAMS,
     output:
         masks="results/levelset_refine/{image_id}.npz",
     log:

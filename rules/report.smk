@@ -74,3 +74,27 @@ rule overlays:
         shard_of=SHARD_OF,
     script:
         "../workflow_scripts/overlays.py"
+
+
+rule image_overlay:
+    """One image, whatever its status: centres with L1-L5, refined outlines, or the candidates found."""
+    input:
+        unpack(overlay_inputs),
+    output:
+        png="results/figures/every_image/{image_id}.png",
+    log:
+        "logs/image_overlay/{image_id}.log",
+    conda:
+        "../envs/cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    script:
+        "../workflow_scripts/image_overlay.py"
+
+
+rule all_overlays:
+    """Target: an overlay of every predicted image and the QC table (e.g. the real-film check)."""
+    input:
+        per_image("results/figures/every_image/{image_id}.png", PRED_IDS),
+        "results/qc.tsv",

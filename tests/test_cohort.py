@@ -27,6 +27,11 @@ def test_valid_sheet_resolves_paths(cohort):
     assert df.loc["a", "pixel_spacing_mm"] == 0.14
 
 
+def test_unlabelled_film_may_have_unknown_modality_and_group(cohort):
+    df = load_sample_sheet(_sheet(cohort, [["b", "b.dcm", "", "test", "unknown", "unknown", ""]]))
+    assert (df.loc["b", "modality"], df.loc["b", "group"]) == ("unknown", "unknown")
+
+
 @pytest.mark.parametrize("row, message", [
     (["b", "b.dcm", "", "test", "XR", "normal", ""], "line 3 (image_id 'b'): column 'modality'"),
     (["b", "b.dcm", "", "testing", "CR", "normal", ""], "line 3 (image_id 'b'): column 'split'"),

@@ -89,6 +89,19 @@ def test_overlay(tmp_path):
     _check_files(paths)
 
 
+def test_overlay_labels_candidates_and_formats(tmp_path):
+    image = np.linspace(0, 1, 72 * 30).reshape(72, 30)
+    centres = _outlines()[:, ::2].mean(axis=1)
+    paths = plots.plot_overlay(image, tmp_path / "found", pred_centres=centres,
+                               pred_labels=["L1", "L2", "L3", "L4", "L5"][:len(centres)],
+                               candidates=centres[:2] + 3, title="failed: 2 kept",
+                               formats=("png",))
+    assert paths == [tmp_path / "found.png"] and not (tmp_path / "found.pdf").exists()
+    _check_files(paths, suffixes=(".png",))
+    with pytest.raises(ValueError, match="pred_labels"):
+        plots.plot_overlay(image, tmp_path / "x", pred_centres=centres, pred_labels=["L1"])
+
+
 @pytest.mark.parametrize("case", ["range", "mask_shape", "outline_shape", "ndim"])
 def test_overlay_bad_input(tmp_path, case):
     image, kwargs = np.zeros((20, 10)), {}

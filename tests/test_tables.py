@@ -282,3 +282,21 @@ def test_table1_counts_implausible_detections_per_stratum_and_keeps_the_success_
         run["n_implausible"].tolist()
     # Without the column (older per-image tables) nothing is flagged.
     assert (_this_run(table1(_loc_rows(), SHEET, n_boot=20))["n_implausible"] == 0).all()
+
+
+def test_unknown_modality_and_group_get_rows_of_their_own():
+    # C and D are unlabelled films: modality and group unknown (lumbar-ingest's sheet).
+    sheet = SHEET.assign(modality=["DR", "CR", "unknown", "unknown", "DR"],
+                         group=["normal", "abnormal", "unknown", "normal", "unknown"])
+    t1 = _this_run(table1(_loc_rows(), sheet, n_boot=50)).set_index("stratum")
+    assert list(t1.index) == ["all", "DR", "CR", "modality unknown", "normal", "abnormal",
+                              "group unknown"]
+    assert t1["n_images"].to_dict() == {"all": 4, "DR": 1, "CR": 1, "modality unknown": 2,
+                                        "normal": 2, "abnormal": 1, "group unknown": 1}
+    assert t1.loc["modality unknown", "n_succeeded"] == 0
+    t2 = _this_run(table2(_seg_rows(), sheet, n_boot=50))
+    ours = t2[t2["method"] == "PN+MNet+LS"].set_index("stratum")
+    assert ours.loc["group unknown", "n_images"] == 1
+    assert ours.loc["modality unknown", "n_images"] == 2
+    # A sheet without unknown labels keeps the paper's five strata only.
+    assert list(_this_run(table1(_loc_rows(), SHEET, n_boot=50))["stratum"]) == list(STRATA)

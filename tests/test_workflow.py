@@ -1,11 +1,14 @@
 """Workflow tests: the real Snakemake CLI on a tiny generated cohort."""
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import run_snakemake, write_config
+from conftest import REPO, run_snakemake, write_config
 
 pytestmark = pytest.mark.workflow
 
@@ -130,3 +133,44 @@ def test_levelset_tuned_per_network_after_paste_back(full_run):
         best = rows[rows["chosen"]].iloc[0]
         assert best["dice_mean"] == rows.loc[rows["refined"], "dice_mean"].max()
         assert params[net]["lam"] == best["lam"] and params[net]["alpha"] == best["alpha"]
+
+
+def _snapshot(folder):
+    return {p: p.stat().st_mtime_ns for p in Path(folder).rglob("*") if p.is_file()}
+
+
+def test_check_films_draws_every_film_with_the_trained_models(reference_run, tiny_cohort,
+                                                              tmp_path):
+    """make check-films: lumbar-ingest, then inference only with the reference run's models
+    and level-set coefficients; an overlay of every film, every file under FILM_OUT."""
+    sheet = pd.read_csv(tiny_cohort, sep="\t", dtype=str, keep_default_na=False)
+    base = Path(tiny_cohort).parent
+    films = tmp_path / "films"
+    test = sheet[sheet["split"] == "test"]
+    for k, rel in enumerate(test["image"]):  # films only: no annotation beside them
+        target = films / f"site {k % 2}" / Path(rel).name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((base / rel).read_bytes())
+    (films / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    out = tmp_path / "film check"
+    trained = reference_run / "results"
+    before = _snapshot(reference_run)
+    proc = subprocess.run(
+        ["make", "-C", str(REPO), "check-films", f"FILMS={films}", f"FILM_OUT={out}",
+         f"DEMO_RESULTS={trained}", f"FILM_CONFIG={write_config(tmp_path)}",
+         f"VENV={Path(sys.executable).parent.parent}", "CORES=2"],
+        capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-6000:]
+    ingested = pd.read_csv(out / "samples.tsv", sep="\t", dtype=str, keep_default_na=False)
+    assert len(ingested) == len(test) and (ingested["annotation"] == "").all()
+    assert "broken.png" in (out / "samples.skipped.tsv").read_text()
+    drawn = sorted(p.stem for p in (out / "results/figures/every_image").glob("*.png"))
+    assert drawn == sorted(ingested["image_id"])
+    for image_id in ingested["image_id"]:
+        peaks = json.loads((out / "results/select_peaks" / f"{image_id}.json").read_text())
+        title = (out / "logs/image_overlay" / f"{image_id}.log").read_text()
+        assert title.startswith(f"{image_id}: {peaks['status']}")
+    assert (out / "results/qc.tsv").exists()
+    # Nothing trained or tuned again, and nothing of the reference run touched.
+    assert not (out / "results/models").exists() and not (out / "results/levelset").exists()
+    assert _snapshot(reference_run) == before
