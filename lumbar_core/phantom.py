@@ -1185,8 +1185,8 @@ def _render_film(p, anatomy, frame, rng, noise_rng, texture_rng, gas_rng):
     look["mu_per_mm"] = float(rng.uniform(0.017, 0.021))
     # Bodies only a little brighter than the soft tissue over them; the pelvis and
     # ribs, crossed over a long path by the beam, stay dense.
-    look["bone_contrast"] = float(rng.uniform(0.35, 0.6) * (1.0 - 0.12 * max(d - 1.0, 0.0)))
-    look["pelvis_contrast"] = float(rng.uniform(0.5, 0.8))
+    look["bone_contrast"] = float(rng.uniform(0.4, 0.65) * (1.0 - 0.12 * max(d - 1.0, 0.0)))
+    look["pelvis_contrast"] = float(rng.uniform(0.7, 1.1))
     we = (soft.we + np.float32(look["bone_contrast"]) * bone.we
           + np.float32(look["pelvis_contrast"]) * pelvis.we)
     H, W = frame.work_shape
@@ -1212,7 +1212,7 @@ def _render_film(p, anatomy, frame, rng, noise_rng, texture_rng, gas_rng):
     marker = _marker(p, frame, rng, look)
     total *= 1 - 0.985 * marker
     # Detector blur (phosphor spread; wider on CR plates).
-    mtf_mm = float(rng.uniform(0.1, 0.3) * (1.6 if p["modality"] == "CR" else 1.0))
+    mtf_mm = float(rng.uniform(0.12, 0.32) * (1.6 if p["modality"] == "CR" else 1.0))
     look["detector_blur_mm"] = mtf_mm
     total = ndimage.gaussian_filter(total, mtf_mm / frame.work_mm)
     log0 = -np.log(total)
@@ -1231,7 +1231,7 @@ def _render_film(p, anatomy, frame, rng, noise_rng, texture_rng, gas_rng):
         log_eq += np.float32(usm) * (log_eq - ndimage.gaussian_filter(log_eq,
                                                                       usm_mm / frame.work_mm))
     t1 = np.exp(-log_eq)
-    photons = float(rng.uniform(2e5, 8e5) / (0.15 + 0.85 * d)) if d > 0 else 1e9
+    photons = float(rng.uniform(6e4, 3e5) / (0.15 + 0.85 * d)) if d > 0 else 1e9
     if p["modality"] == "CR":
         photons *= 0.45
     look["photons_at_l3"] = photons
@@ -1283,8 +1283,9 @@ def _add_spine_film(bone, soft, p, anatomy, rng, look):
     if p["osteoporosis"]:
         rho_t, rho_c = rho_t * 0.42, rho_c * 0.9
     doubling = rng.random() < 0.6
-    offset = rng.uniform(0.6, 3.0) * np.array([math.cos(a := rng.uniform(0, math.pi)),
-                                               math.sin(a)])
+    distance, angle = rng.uniform(0.6, 3.0), rng.uniform(0.0, math.pi)
+    offset = distance * np.array([math.cos(angle), math.sin(angle)])
+    flat = np.zeros(bone.frame.work_shape, np.float32) if doubling else None
     look["doubled_contours_mm"] = [float(v) for v in offset] if doubling else None
     look["vacuum_discs"] = list(p.get("vacuum_discs", []))
     for name in _LEVELS:
@@ -1301,7 +1302,7 @@ def _add_spine_film(bone, soft, p, anatomy, rng, look):
         if doubling:
             bone.body(o + offset, width=0.35 * 1.3 * b["depth"], rho_t=0.0,
                       rho_c=rho_c * b["density"], plate_gain=0.3, plate_sigma=0.6,
-                      texture=np.zeros(bone.frame.work_shape, np.float32), tex_gain=0.0)
+                      texture=flat, tex_gain=0.0)
     for name in p.get("vacuum_discs", []):
         o = outlines[name]
         nxt = (np.array(anatomy["s1_plate"]) if name == "L5"
@@ -1331,13 +1332,13 @@ def _add_bowel(soft, p, anatomy, rng, look):
     mask = (np.clip((front + 10.0) / 20.0, 0, 1) * np.clip((reach - front) / 40.0, 0, 1)
             * np.clip((Y - y0) / 40.0, 0, 1) * np.clip((y1 - Y) / 40.0, 0, 1))
     white = rng.standard_normal(frame.work_shape, dtype=np.float32)
-    fine = ndimage.gaussian_filter(white, 1.2 / frame.work_mm)
+    fine = ndimage.gaussian_filter(white, 0.9 / frame.work_mm)
     fine /= max(float(fine.std()), 1e-6)
     coarse = ndimage.gaussian_filter(rng.standard_normal(frame.work_shape, dtype=np.float32),
                                      12.0 / frame.work_mm)
     coarse /= max(float(coarse.std()), 1e-6)
     stool = float(rng.uniform(0.5, 1.0))
-    gas = float(rng.uniform(2.0, 5.0)) * min(max(p["difficulty"], 0.3), 1.5)
+    gas = float(rng.uniform(1.5, 3.5)) * min(max(p["difficulty"], 0.3), 1.5)
     bubbles = np.clip(fine + 0.2, 0, None) * np.clip(coarse + 0.8, 0, None) * stool
     loops = np.clip(coarse - 1.0, 0, 0.6) / 0.6
     look["bowel"] = {"stool": stool, "gas_mm": gas, "reach_mm": reach}
