@@ -218,7 +218,7 @@ def render_phantom(seed: int, *, modality: str = "DR", abnormal: bool = False,
     loops over L1 to the pelvis; normal spines may show age-typical degeneration
     (narrowed discs, sclerotic end plates, osteophytes) but no fracture and no slip.
     Its image formation: bodies only a little brighter than the soft tissue, the
-    pelvis and ribs denser, scatter-to-primary 0.8-2.5, detector blur, strong
+    posterior elements, pelvis and ribs denser, scatter-to-primary 0.8-2.5, detector blur, strong
     dynamic-range compression, unsharp masking with halos (85 % of films), grid
     lines (all CR, 30 % of DR), blanked collimation borders, a darker film-like tone
     curve and a window over the whole patient. The ground truth is exact as for the
@@ -1178,6 +1178,11 @@ def _render_film(p, anatomy, frame, rng, noise_rng, texture_rng, gas_rng):
     _add_torso(soft, p, anatomy, rng, look)
     _add_spine(bone, p, anatomy, texture)
     _add_spine_film(bone, soft, p, anatomy, rng, look)
+    # Posterior elements: a second busy band behind the bodies, as dense as the bodies
+    # in projection (both sides add up), so drawn again with the denser weight.
+    for name in _LEVELS:
+        _posterior_elements(pelvis, anatomy["outlines"][name], name, p["size"],
+                            0.35 * p["bone_density"], 0.35 * p["cortex_density"])
     _add_ribs(pelvis, p, anatomy, rng)
     _add_pelvis(pelvis, p, anatomy, rng)
     _add_bowel(soft, p, anatomy, gas_rng, look)
