@@ -48,7 +48,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["render_phantom", "write_demo_cohort"]
+__all__ = ["REAL_GEOMETRY", "render_phantom", "write_demo_cohort"]
 
 _LUMBAR = ("L1", "L2", "L3", "L4", "L5")
 _LEVELS = ("T9", "T10", "T11", "T12") + _LUMBAR  # top to bottom
@@ -76,11 +76,50 @@ _OVERRIDES = ("shape", "pixel_spacing_mm", "anterior", "rotation_deg", "lordosis
               "marker")
 _SHEET_COLUMNS = ("image_id", "image", "annotation", "split", "modality", "group",
                   "pixel_spacing_mm")
+_STYLES = ("classic", "film")
+# Spine geometry of real lateral lumbar films: BUU-LSPINE lateral set, 100 annotated
+# films ("BUU-LSPINE: A Thai Open Lumbar Spine Dataset for Spondylolisthesis
+# Detection", Applied Sciences, 2023), measured from the
+# end-plate corners in original-image pixels (about 0.14 mm a pixel). Per level:
+# (mean, SD, 5th, 95th percentile) of body height h (mean of anterior and posterior
+# heights), end-plate width w (mean of both plates), h / w and ha / hp.
+REAL_GEOMETRY = {
+    "source": "BUU-LSPINE lateral set, 100 annotated films",
+    "body_height_px": {"L1": (190, 25, 154, 230), "L2": (194, 26, 156, 231),
+                       "L3": (198, 24, 161, 232), "L4": (189, 23, 152, 223),
+                       "L5": (185, 22, 150, 217)},
+    "plate_width_px": {"L1": (243, 49, 175, 318), "L2": (251, 50, 182, 329),
+                       "L3": (255, 50, 184, 333), "L4": (253, 51, 185, 332),
+                       "L5": (250, 50, 184, 325)},
+    "height_to_width": {"L1": (0.80, 0.09, 0.65, 0.95), "L2": (0.79, 0.10, 0.61, 0.95),
+                        "L3": (0.79, 0.09, 0.66, 0.93), "L4": (0.77, 0.11, 0.56, 0.95),
+                        "L5": (0.76, 0.12, 0.59, 0.95)},
+    "wedge_ha_hp": {"L1": (0.91, 0.08, 0.77, 1.03), "L2": (0.94, 0.12, 0.81, 1.08),
+                    "L3": (0.98, 0.09, 0.85, 1.12), "L4": (1.04, 0.10, 0.86, 1.20),
+                    "L5": (1.10, 0.10, 0.95, 1.26)},
+    # Fractions of the image's mean L1-L5 body height (mean, SD): disc height at the
+    # middle of the gap below the level, and the centre distance to the next level.
+    "disc_height": {"L1": (0.29, 0.07), "L2": (0.33, 0.07), "L3": (0.36, 0.08),
+                    "L4": (0.38, 0.10), "L5": (0.38, 0.11)},
+    "centre_spacing": {"L1": (1.28, 0.09), "L2": (1.34, 0.07), "L3": (1.35, 0.10),
+                       "L4": (1.34, 0.10)},
+    "l1_l5_distance_px": (996, 140, 793, 1194),
+    "lordosis_deg": (49.8, 13.0, 24.0, 67.0),  # L1 upper to S1 upper plate; never kyphotic
+    "l1_l5_tilt_deg": (6.6, 7.8),  # from the image vertical, positive: L5 anterior of L1
+    "s1_slope_deg": (37.0, 10.0),  # S1 upper plate from the image horizontal
+    # Box of the 22 corner points (L1 upper .. S1 upper) in image pixels.
+    "box_width_px": (477, 106), "box_height_px": (1316, 187),
+    "box_top_px": (398, 195), "box_bottom_px": (1714, 296),
+    "wedge_share": 0.10,  # spines with some L1-L5 ha / hp < 0.8, mostly L1-L2
+    "slip_share": 0.08,  # spines with a forward slip > 10 % of the plate width
+    "anterior_left_share": 1.0,
+}
 
 
 # ============================================================================ public API
 def render_phantom(seed: int, *, modality: str = "DR", abnormal: bool = False,
-                   difficulty: float = 1.0, **overrides) -> tuple[np.ndarray, dict, dict]:
+                   difficulty: float = 1.0, style: str = "classic",
+                   **overrides) -> tuple[np.ndarray, dict, dict]:
     """Render one synthetic lateral lumbar radiograph with its exact annotation.
 
     Parameters
@@ -103,6 +142,14 @@ def render_phantom(seed: int, *, modality: str = "DR", abnormal: bool = False,
         scales the quantum noise, the scatter, the number of bowel gas shadows, the
         heel effect, the range of whole-image rotation (+-10 degrees at 1) and the
         loss of output contrast; 0 gives a clean, upright, high-contrast image.
+    style : {"classic", "film"}, optional
+        ``"classic"`` (default): the demo cohort's look, unchanged since it was
+        introduced. ``"film"``: as clinical lateral films look (see Notes): the spine
+        geometry drawn from :data:`REAL_GEOMETRY`, films of real sizes (2000-2600
+        rows, 1:0.95 to 1:1.4 and one in five 1:2, anterior on the left), more
+        anatomy and the image formation of clinical films. Mirrored films (anterior
+        on the right) are left to training augmentation or the ``anterior``
+        override.
     **overrides
         Fix drawn parameters (the rest are still drawn from ``seed``):
         ``shape`` (rows, cols), ``pixel_spacing_mm`` (float), ``anterior``
@@ -161,7 +208,21 @@ def render_phantom(seed: int, *, modality: str = "DR", abnormal: bool = False,
     Meyerding I up to 25 %, II 25-50 % [2]_.
 
     The image is placed so that every annotated point lies at least 4 % of the image
-    size inside it and outside the collimator's shadow.
+    size inside it (1 % for the film style) and outside the collimator's shadow.
+
+    The film style adds to the classic anatomy: transverse processes (seen end-on over
+    the pedicles), facet joint spaces, a second fainter cortical outline of every body
+    shifted by 0.6-3 mm (axial rotation or lateral tilt doubling the end plates and
+    posterior walls) in 60 % of films, vacuum phenomena in narrowed discs, the psoas,
+    and bowel content as mottled texture (gas bubbles in stool) with gas-filled
+    loops over L1 to the pelvis; normal spines may show age-typical degeneration
+    (narrowed discs, sclerotic end plates, osteophytes) but no fracture and no slip.
+    Its image formation: bodies only a little brighter than the soft tissue, the
+    posterior elements, pelvis and ribs denser, scatter-to-primary 0.8-2.5, detector blur, strong
+    dynamic-range compression, unsharp masking with halos (85 % of films), grid
+    lines (all CR, 30 % of DR), blanked collimation borders, a darker film-like tone
+    curve and a window over the whole patient. The ground truth is exact as for the
+    classic style (the annotated outline is the main rendered outline).
 
     Examples
     --------
@@ -177,13 +238,35 @@ def render_phantom(seed: int, *, modality: str = "DR", abnormal: bool = False,
     if (isinstance(difficulty, bool) or not isinstance(difficulty, numbers.Real)
             or not math.isfinite(difficulty) or not 0.0 <= difficulty <= 3.0):
         raise ValueError(f"difficulty must be a number in [0, 3]; got {difficulty!r}")
+    if style not in _STYLES:
+        raise ValueError(f"style must be 'classic' or 'film'; got {style!r}")
     overrides = _check_overrides(overrides)
+    p, anatomy, frame, streams = _spine(seed, modality, bool(abnormal), float(difficulty),
+                                        style, overrides)
+    look_rng, noise_rng, texture_rng, gas_rng = streams
+    render = _render if style == "classic" else _render_film
+    image, look = render(p, anatomy, frame, look_rng, noise_rng, texture_rng, gas_rng)
+    annotation = _annotation(p, anatomy, frame)
+    meta = _meta(seed, p, anatomy, look)
+    return image, annotation, meta
+
+
+def _spine(seed, modality, abnormal, difficulty, style, overrides):
+    """Draw the patient and build the anatomy and the frame (no rendering).
+
+    Returns ``(p, anatomy, frame, streams)`` where ``streams`` are the generators left
+    for rendering: look, noise, texture and gas.
+    """
     # Independent streams, so that overriding one thing (or the image size, which
     # changes how much noise is drawn) leaves the other draws as they were.
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(6)]
     geo_rng, path_rng, look_rng, noise_rng, texture_rng, gas_rng = streams
-    p = _draw_geometry(geo_rng, modality, float(difficulty))
-    p.update(_draw_pathology(path_rng, bool(abnormal)))
+    if style == "classic":
+        p = _draw_geometry(geo_rng, modality, difficulty)
+        p.update(_draw_pathology(path_rng, abnormal))
+    else:
+        p = _draw_geometry_film(geo_rng, modality, difficulty)
+        p.update(_draw_pathology_film(path_rng, abnormal))
     p.update({k: v for k, v in overrides.items() if k in p})
     if "n_gas" in overrides:
         p["n_gas_override"] = overrides["n_gas"]
@@ -191,16 +274,22 @@ def render_phantom(seed: int, *, modality: str = "DR", abnormal: bool = False,
         if key in overrides:
             p[key + "_override"] = overrides[key]
     anatomy = _build_anatomy(p)
+    if style == "film" and "shape" not in overrides:
+        # A film is as large as its patient needs: widen or lengthen it if the spine
+        # (T12-S1, drawn from real distributions) would not fit.
+        pts = _Frame._annotated_points(anatomy)
+        th, sx = math.radians(p["rotation_deg"]), -1.0 if p["anterior"] == "left" else 1.0
+        rot = np.array([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]])
+        extent = np.ptp(pts @ (rot @ np.diag([sx, 1.0])).T, axis=0) / p["pixel_spacing_mm"]
+        need = (extent + 8) / 0.96 + 40
+        p["shape"] = [int(max(p["shape"][0], need[1])), int(max(p["shape"][1], need[0]))]
     frame = _Frame(p, anatomy)
-    image, look = _render(p, anatomy, frame, look_rng, noise_rng, texture_rng, gas_rng)
-    annotation = _annotation(p, anatomy, frame)
-    meta = _meta(seed, p, anatomy, look)
-    return image, annotation, meta
+    return p, anatomy, frame, (look_rng, noise_rng, texture_rng, gas_rng)
 
 
 def write_demo_cohort(out_dir, *, seed: int = 0, n_train: int = 60, n_val: int = 16,
                       n_test_per_stratum: int = 6, difficulty: float = 1.0,
-                      workers: int = 1) -> pathlib.Path:
+                      style: str = "classic", workers: int = 1) -> pathlib.Path:
     """Write the synthetic demo cohort: images, annotations and the sample sheet.
 
     Parameters
@@ -218,6 +307,8 @@ def write_demo_cohort(out_dir, *, seed: int = 0, n_train: int = 60, n_val: int =
         normal/abnormal are balanced.
     difficulty : float, optional
         Passed to :func:`render_phantom` (default 1.0).
+    style : {"classic", "film"}, optional
+        Passed to :func:`render_phantom` (default ``"classic"``).
     workers : int, optional
         Processes used to render (default 1); the output does not depend on it.
 
@@ -231,7 +322,7 @@ def write_demo_cohort(out_dir, *, seed: int = 0, n_train: int = 60, n_val: int =
     ------
     ValueError
         A count is negative or not an integer, the cohort is empty, ``seed`` or
-        ``workers`` is invalid.
+        ``workers`` or ``style`` is invalid.
 
     Notes
     -----
@@ -263,6 +354,8 @@ def write_demo_cohort(out_dir, *, seed: int = 0, n_train: int = 60, n_val: int =
     if (isinstance(difficulty, bool) or not isinstance(difficulty, numbers.Real)
             or not 0.0 <= difficulty <= 3.0):
         raise ValueError(f"difficulty must be a number in [0, 3]; got {difficulty!r}")
+    if style not in _STYLES:
+        raise ValueError(f"style must be 'classic' or 'film'; got {style!r}")
     from lumbar_core import io as lio
 
     out = pathlib.Path(out_dir)
@@ -273,7 +366,7 @@ def write_demo_cohort(out_dir, *, seed: int = 0, n_train: int = 60, n_val: int =
     for split_code, (split, n) in enumerate(zip(("train", "val", "test"), sizes)):
         for k in range(n):
             jobs.append((len(jobs) + 1, split_code, split, k))
-    tasks = [(str(out), seed, float(difficulty)) + job for job in jobs]
+    tasks = [(str(out), seed, float(difficulty)) + job + (style,) for job in jobs]
     if workers == 1:
         rows = [_write_one(*task) for task in tasks]
     else:
@@ -299,13 +392,14 @@ def _cohort_draw(seed: int, split_code: int, k: int) -> dict:
             "tiff": bool(draw.random() < 0.125), "monochrome1": bool(draw.random() < 0.5)}
 
 
-def _write_one(out_dir, seed, difficulty, number, split_code, split, k):
+def _write_one(out_dir, seed, difficulty, number, split_code, split, k, style="classic"):
     """Render and write image ``k`` of a split; returns its sample-sheet row."""
     from lumbar_core import io as lio
 
     plan = _cohort_draw(seed, split_code, k)
     image, ann, _ = render_phantom(plan["seed"], modality=plan["modality"],
-                                   abnormal=plan["abnormal"], difficulty=difficulty)
+                                   abnormal=plan["abnormal"], difficulty=difficulty,
+                                   style=style)
     image_id = f"demo_{number:04d}"
     out = pathlib.Path(out_dir)
     spacing = ann["pixel_spacing_mm"]
@@ -508,6 +602,121 @@ def _draw_pathology(rng, abnormal: bool) -> dict:
             "osteophytes": osteophytes if has_osteophytes else {}}
 
 
+def _from_z(z, stats):
+    """A value of a skewed (split-normal) distribution with the given mean, 5th and 95th
+    percentiles, at the standard-normal draw ``z``."""
+    mean, _, p5, p95 = stats
+    return mean + z * ((p95 - mean) if z > 0 else (mean - p5)) / 1.645
+
+
+def _draw_geometry_film(rng, modality: str, difficulty: float) -> dict:
+    """Acquisition geometry and the normal anatomy of one patient, from real films.
+
+    Body heights and widths, wedging, discs, lordosis, the tilt of the spine and the
+    field of view follow :data:`REAL_GEOMETRY` in image pixels; the pixel spacing
+    (0.125-0.155 mm) turns them into millimetres.
+    """
+    real = REAL_GEOMETRY
+    p = {"modality": modality, "difficulty": difficulty, "style": "film"}
+    spacing = float(rng.uniform(0.125, 0.155))
+    rows = int(rng.integers(2000, 2601))
+    ratio = 2.0 if rng.random() < 0.2 else float(rng.uniform(0.95, 1.4))
+    p["shape"] = [rows, int(round(rows / ratio))]
+    p["pixel_spacing_mm"] = round(spacing, 5)
+    p["anterior"] = "left"
+    p["rotation_deg"] = float(rng.normal(0.0, 4.0) * min(difficulty, 1.5))
+    # Real spines take most of their lordosis at L4-5 and L5-S1.
+    p["lordosis_share"] = {"L1": 0.04, "L2": 0.08, "L3": 0.16, "L4": 0.28, "L5": 0.44}
+    box_top = float(rng.normal(*real["box_top_px"]))
+    p["film_place"] = [box_top, float(rng.uniform(0.42, 0.62))]
+    p["placement"] = [0.5, 0.5]
+    # Body sizes: a common factor per film (patient size and magnification) and a
+    # smaller one per level.
+    common = rng.standard_normal()
+    shape_common = rng.standard_normal()
+    bodies, heights = {}, {}
+    for name in _LUMBAR:
+        z = 0.92 * common + 0.39 * rng.standard_normal()
+        h = _from_z(z, real["body_height_px"][name])
+        zr = 0.6 * shape_common + 0.8 * rng.standard_normal()
+        hw = float(np.clip(_from_z(zr, real["height_to_width"][name]),
+                           real["height_to_width"][name][2], 1.1))
+        q = float(np.clip(_from_z(rng.standard_normal(), real["wedge_ha_hp"][name]),
+                          0.84, 1.35))
+        hp = 2 * h / (1 + q) * spacing
+        heights[name] = h * spacing
+        bodies[name] = {"hp": hp, "ha": q * hp, "depth": h / hw * spacing}
+    mean_h = float(np.mean(list(heights.values())))
+    size = float(np.clip(mean_h / 27.0, 0.7, 1.35))
+    p["size"] = size
+    for name in _LEVELS[:4]:
+        hp, ha, depth = _BODY_MM[name]
+        jitter = 1.0 + np.clip(rng.normal(0.0, 0.03, 3), -0.07, 0.07)
+        bodies[name] = {"hp": hp * size * jitter[0], "ha": ha * size * jitter[1],
+                        "depth": depth * size * jitter[2]}
+    for name in _LEVELS:
+        bodies[name].update({
+            "concave_upper": rng.uniform(0.4, 1.1), "concave_lower": rng.uniform(0.4, 1.1),
+            "concave_anterior": rng.uniform(0.3, 1.2),
+            "concave_posterior": rng.uniform(0.1, 0.6),
+            "shift": rng.normal(0.0, 0.5), "density": rng.uniform(0.94, 1.06)})
+    p["bodies"] = bodies
+    # Mode 53, split-normal sides that give the real mean and percentiles once
+    # fractures have taken their share.
+    p["lordosis_deg"] = float(np.clip(_from_z(rng.standard_normal(), (53.0, 0, 28.0, 67.0)),
+                                      10.0, 80.0))
+    # The sacral slope goes with the lordosis (the pelvis sets both).
+    p["sacral_slope_deg"] = float(np.clip(0.55 * p["lordosis_deg"] + 12.0
+                                          + rng.normal(0.0, 5.0), 15.0, 60.0))
+    p["pelvic_tilt_deg"] = float(rng.uniform(6.0, 22.0))
+    discs = {}
+    for name in _LEVELS:
+        if name in _LUMBAR:
+            mean, sd = real["disc_height"][name]
+            # Measured between plate midpoints, the upper discs come out 0.02 larger.
+            mean -= 0.02 if name in ("L1", "L2") else 0.0
+            height = float(np.clip(rng.normal(mean, sd), 0.12, 0.7)) * mean_h
+        else:
+            height = _DISC_MM[name] * size * (1.0 + rng.normal(0.0, 0.08))
+        discs[name] = {"height": height}
+        if name in ("T9", "T10", "T11"):
+            discs[name]["angle_deg"] = -rng.uniform(1.0, 3.5)
+        elif name == "T12":
+            discs[name]["angle_deg"] = rng.uniform(-2.5, 2.0)
+    p["discs"] = discs
+    p["sacrum_scale"] = [float(v) for v in size * (1.0 + rng.normal(0.0, 0.04, 5))]
+    p["sacral_curve_deg"] = float(rng.uniform(9.0, 16.0))
+    p["bone_density"] = float(rng.uniform(0.26, 0.36))
+    p["cortex_density"] = float(rng.uniform(1.5, 2.1))
+    p["texture_gain"] = float(rng.uniform(0.12, 0.2))
+    return p
+
+
+def _draw_pathology_film(rng, abnormal: bool) -> dict:
+    """Pathology for the film style: the classic draws, slips beyond 10 % of the plate,
+    and age-typical degeneration (narrowed discs, sclerosis, osteophytes, vacuum
+    discs) in normal spines too; normal spines have no fracture and no slip."""
+    q = _draw_pathology(rng, abnormal)
+    slip = q["spondylolisthesis"]
+    if slip is not None and slip["grade"] == 1:
+        slip["slip"] = 0.11 + (slip["slip"] - 0.08) / 0.17 * 0.13
+    for fracture in q["fractures"]:  # real films: most deformities are wedges
+        if rng.random() < 0.5:
+            fracture["type"] = "wedge"
+    degenerate = rng.random() < 0.45
+    narrowing = {name: float(rng.uniform(0.7, 0.92)) for name in ("L3", "L4", "L5")
+                 if rng.random() < {"L3": 0.25, "L4": 0.5, "L5": 0.5}[name]}
+    sclerosis = float(rng.uniform(1.3, 2.2))
+    osteophytes = {name: [float(v) * 0.7 for v in rng.uniform(0.0, 1.0, 4)]
+                   for name in _LUMBAR}
+    vacuum = [name for name in ("L3", "L4", "L5") if rng.random() < 0.35]
+    if not q["abnormal"] and degenerate:
+        q.update({"disc_narrowing": narrowing, "sclerosis": sclerosis,
+                  "osteophytes": osteophytes})
+    q["vacuum_discs"] = [name for name in vacuum if name in q["disc_narrowing"]]
+    return q
+
+
 # ============================================================================ anatomy
 def _t(tilt: float) -> np.ndarray:
     """Unit vector along an end plate (posterior -> anterior) of tilt ``tilt`` (rad).
@@ -556,7 +765,8 @@ def _build_anatomy(p: dict) -> dict:
     disc_total = math.radians(p["lordosis_deg"]) - wedge_sum
     discs = {k: dict(v) for k, v in p["discs"].items()}
     for name in _LUMBAR:
-        discs[name]["angle_deg"] = math.degrees(_LORDOSIS_SHARE[name] * disc_total)
+        share = p.get("lordosis_share", _LORDOSIS_SHARE)[name]
+        discs[name]["angle_deg"] = math.degrees(share * disc_total)
         if name in p["disc_narrowing"]:
             discs[name]["height"] *= p["disc_narrowing"][name]
     # Fractures (Genant): heights of the normal body are the reference.
@@ -654,17 +864,26 @@ class _Frame:
         pts = self._annotated_points(anatomy)
         rows, cols = self.shape
         q = pts @ self.lin.T
-        margin = np.array([0.04 * cols + 2, 0.04 * rows + 2])
+        share = 0.01 if "film_place" in p else 0.04
+        margin = np.array([share * cols + 2, share * rows + 2])
         lo = margin - q.min(axis=0)
         hi = np.array([cols - 1, rows - 1]) - margin - q.max(axis=0)
         centre = anatomy["outlines"]["L3"][[0, 2, 4, 6]].mean(axis=0) @ self.lin.T
         prefer_lo = np.array([0.38 * cols, 0.4 * rows]) - centre
         prefer_hi = np.array([0.58 * cols, 0.6 * rows]) - centre
         offset = np.empty(2)
+        if "film_place" in p:  # the real films' placement: top of L1 and the centre
+            box = np.concatenate([anatomy["outlines"][n] for n in _LUMBAR]
+                                 + [np.array(anatomy["s1_plate"])]) @ self.lin.T
+            want = np.array([p["film_place"][1] * cols - box[:, 0].mean(),
+                             p["film_place"][0] - box[:, 1].min()])
+            prefer_lo, prefer_hi = want, want
         for k in range(2):
             a, b = max(lo[k], prefer_lo[k]), min(hi[k], prefer_hi[k])
             if a > b:
                 a, b = lo[k], hi[k]
+                if "film_place" in p and a <= b:
+                    a = b = min(max(want[k], a), b)
             if a > b:
                 extent = (q.max(axis=0) - q.min(axis=0))[k] * self.spacing
                 raise ValueError(
@@ -944,6 +1163,194 @@ def _render(p, anatomy, frame, rng, noise_rng, texture_rng, gas_rng):
     return image, look
 
 
+def _render_film(p, anatomy, frame, rng, noise_rng, texture_rng, gas_rng):
+    """Film style: attenuation map -> detector -> stored values, as clinical films look.
+
+    Against :func:`_render`: more anatomy (transverse processes, facet joints, doubled
+    contours, vacuum discs, psoas, mottled bowel content), lower bone contrast and
+    more scatter, detector blur, correlated noise, a window over the whole patient,
+    unsharp masking (DR and most CR systems) and grid lines. Returns (image, look).
+    """
+    d = p["difficulty"]
+    look = {"style": "film"}
+    soft, bone, pelvis = _Canvas(frame), _Canvas(frame), _Canvas(frame)
+    texture = _texture(texture_rng, frame.work_shape, frame.work_mm)
+    _add_torso(soft, p, anatomy, rng, look)
+    _add_spine(bone, p, anatomy, texture)
+    _add_spine_film(bone, soft, p, anatomy, rng, look)
+    # Posterior elements: a second busy band behind the bodies, as dense as the bodies
+    # in projection (both sides add up), so drawn again with the denser weight.
+    for name in _LEVELS:
+        _posterior_elements(pelvis, anatomy["outlines"][name], name, p["size"],
+                            0.35 * p["bone_density"], 0.35 * p["cortex_density"])
+    _add_ribs(pelvis, p, anatomy, rng)
+    _add_pelvis(pelvis, p, anatomy, rng)
+    _add_bowel(soft, p, anatomy, gas_rng, look)
+    _add_gas(soft, p, anatomy, gas_rng, look)
+    look["mu_per_mm"] = float(rng.uniform(0.017, 0.021))
+    # Bodies only a little brighter than the soft tissue over them; the pelvis and
+    # ribs, crossed over a long path by the beam, stay dense.
+    look["bone_contrast"] = float(rng.uniform(0.4, 0.65) * (1.0 - 0.12 * max(d - 1.0, 0.0)))
+    look["pelvis_contrast"] = float(rng.uniform(0.7, 1.1))
+    we = (soft.we + np.float32(look["bone_contrast"]) * bone.we
+          + np.float32(look["pelvis_contrast"]) * pelvis.we)
+    H, W = frame.work_shape
+    rows = (np.arange(H, dtype=np.float32) / max(H - 1, 1) - 0.5)[:, None]
+    cols = (np.arange(W, dtype=np.float32) / max(W - 1, 1) - 0.5)[None, :]
+    heel = float(rng.uniform(0.04, 0.14) * d * rng.choice([-1.0, 1.0]))
+    vignette = float(rng.uniform(0.0, 0.15) * min(d, 1.0))
+    look["heel"], look["vignette"] = heel, vignette
+    i0 = (1 + np.float32(heel) * rows) * (1 - np.float32(vignette) * (rows ** 2 + cols ** 2))
+    attenuation = np.float32(look["mu_per_mm"]) * we
+    primary = i0 * np.exp(-attenuation)
+    half = np.exp(-0.5 * attenuation)
+    blur = _smooth_large(i0 * half * (1 - half), 45.0 / frame.work_mm)
+    col, row = np.round(frame.to_work([anatomy["outlines"]["L3"][[0, 2, 4, 6]].mean(0)])[0])
+    ref = (int(np.clip(row, 0, H - 1)), int(np.clip(col, 0, W - 1)))
+    # Lateral lumbar views scatter strongly; a grid removes part of it.
+    spr = float(rng.uniform(0.8, 2.5) * min(max(d, 0.2), 2.0))
+    look["scatter_to_primary"] = spr
+    total = primary + blur * np.float32(spr * primary[ref] / max(float(blur[ref]), 1e-20))
+    # Collimated borders: most archived films blank them (black).
+    kind = str(rng.choice(["none", "unexposed", "blank"], p=[0.35, 0.15, 0.5]))
+    field, blank = _collimation({"collimation_override": kind, **p}, frame, rng, look)
+    marker = _marker(p, frame, rng, look)
+    total *= 1 - 0.985 * marker
+    # Detector blur (phosphor spread; wider on CR plates).
+    mtf_mm = float(rng.uniform(0.12, 0.32) * (1.6 if p["modality"] == "CR" else 1.0))
+    look["detector_blur_mm"] = mtf_mm
+    total = ndimage.gaussian_filter(total, mtf_mm / frame.work_mm)
+    log0 = -np.log(total)
+    # Strong dynamic-range compression: the thickness of the trunk is flattened.
+    eq = float(rng.uniform(0.65, 0.85))
+    eq_mm = float(rng.uniform(15.0, 35.0))
+    low = _smooth_large(log0, eq_mm / frame.work_mm)
+    correction = np.float32(eq) * (low - np.float32(np.median(low)))
+    # Unsharp masking of the system (edge enhancement with halos around bone).
+    usm = float(rng.uniform(0.3, 1.0)) if rng.random() < 0.85 else 0.0
+    usm_mm = float(rng.uniform(1.5, 5.0))
+    look["processing"] = {"equalisation": eq, "equalisation_mm": eq_mm,
+                          "unsharp_gain": usm, "unsharp_mm": usm_mm}
+    log_eq = log0 - correction
+    if usm > 0:
+        log_eq += np.float32(usm) * (log_eq - ndimage.gaussian_filter(log_eq,
+                                                                      usm_mm / frame.work_mm))
+    t1 = np.exp(-log_eq)
+    photons = float(rng.uniform(6e4, 3e5) / (0.15 + 0.85 * d)) if d > 0 else 1e9
+    if p["modality"] == "CR":
+        photons *= 0.45
+    look["photons_at_l3"] = photons
+    gain = float(total[ref]) / photons
+    sigma = np.sqrt(total * np.float32(gain) + np.float32(0.02 * gain * float(total[ref])))
+    sigma *= t1 / total
+    # Window over the whole patient, as the system's histogram analysis does.
+    keep = (field > 0.99) & (marker < 0.01) & (we > 100.0)
+    values = log_eq[keep] if keep.sum() > 100 else log_eq.ravel()
+    lo, hi = (float(v) for v in np.percentile(values, [rng.uniform(0.5, 5.0),
+                                                       rng.uniform(99.0, 99.9)]))
+    lo -= (hi - lo) * rng.uniform(0.0, 0.15)
+    hi += (hi - lo) * rng.uniform(0.1, 0.35)  # bone is not burnt out
+    if blank:
+        border_t, border_sigma = math.exp(-lo + 5.0), 0.0
+    else:
+        border_t = math.exp(-(hi + rng.uniform(-0.15, 0.2) * (hi - lo)))
+        border_sigma = math.sqrt(border_t * gain)
+    t1 = t1 * field + np.float32(border_t) * (1 - field)
+    sigma = sigma * field + np.float32(border_sigma) * (1 - field)
+    look["window"] = [lo, hi]
+    lines = None
+    if p["modality"] == "CR" or rng.random() < 0.3:  # stationary grid, aliased
+        period, amp = float(rng.uniform(2.2, 6.0)), float(rng.uniform(0.002, 0.008))
+        lines = np.float32(amp) * np.sin(np.float32(2 * math.pi / period)
+                                         * np.arange(frame.shape[1], dtype=np.float32))
+        look["grid_lines"] = {"period_px": period, "amplitude": amp}
+    # Film-like tone: mid-tones darker than the linear window (soft tissue grey).
+    lut = _tone_lut(rng, p, look)
+    gamma = float(rng.uniform(1.1, 1.6))
+    look["film_gamma"] = gamma
+    lut = lut[np.round(np.linspace(0.0, 1.0, len(lut)) ** gamma * (len(lut) - 1)).astype(int)]
+    image = _full_resolution(t1, sigma, frame, noise_rng, p["modality"], lo, hi,
+                             lut, lines=lines, noise_pitch=None if p["modality"] == "DR" else 2)
+    return image, look
+
+
+def _add_spine_film(bone, soft, p, anatomy, rng, look):
+    """Transverse processes, facet joints, doubled contours and vacuum discs.
+
+    Axial rotation or lateral tilt of the patient separates the left and right halves
+    of each body: a second, fainter cortical outline shifted by 1-3 mm doubles the end
+    plates (tilt) or the posterior wall (rotation). The annotated outline stays the
+    rendered main one.
+    """
+    outlines, bodies = anatomy["outlines"], anatomy["bodies"]
+    size = p["size"]
+    rho_t, rho_c = p["bone_density"], p["cortex_density"]
+    if p["osteoporosis"]:
+        rho_t, rho_c = rho_t * 0.42, rho_c * 0.9
+    doubling = rng.random() < 0.6
+    distance, angle = rng.uniform(0.6, 3.0), rng.uniform(0.0, math.pi)
+    offset = distance * np.array([math.cos(angle), math.sin(angle)])
+    flat = np.zeros(bone.frame.work_shape, np.float32) if doubling else None
+    look["doubled_contours_mm"] = [float(v) for v in offset] if doubling else None
+    look["vacuum_discs"] = list(p.get("vacuum_discs", []))
+    for name in _LEVELS:
+        o, b = outlines[name], bodies[name]
+        e_t = _unit((o[0] - o[2]) + (o[6] - o[4]))
+        e_u = np.array([e_t[1], -e_t[0]])
+        hp = float(np.linalg.norm(o[2] - o[4]))
+        root = o[2] - 14.0 * size * e_t - 0.35 * hp * e_u
+        if name in _LUMBAR:  # transverse processes, seen end-on over the pedicles
+            bone.ellipsoid(root, e_t, 11.0 * size, 8.0 * size, 6.0 * rho_t / 0.3)
+        joint = o[2] - 24.0 * size * e_t - 1.08 * hp * e_u
+        bone.tube([joint - 4.0 * size * e_t + 1.5 * e_u, joint + 3.0 * size * e_t - 1.5 * e_u],
+                  0.7, -0.8 * rho_c, shell=0.7)
+        if doubling:
+            bone.body(o + offset, width=0.35 * 1.3 * b["depth"], rho_t=0.0,
+                      rho_c=rho_c * b["density"], plate_gain=0.3, plate_sigma=0.6,
+                      texture=flat, tex_gain=0.0)
+    for name in p.get("vacuum_discs", []):
+        o = outlines[name]
+        nxt = (np.array(anatomy["s1_plate"]) if name == "L5"
+               else outlines[_LEVELS[_LEVELS.index(name) + 1]][[0, 2]])
+        front, back = (o[6] + nxt[0]) / 2, (o[4] + nxt[1]) / 2
+        soft.ellipsoid(front + 0.4 * (back - front), back - front,
+                       0.3 * float(np.linalg.norm(back - front)), 1.0, -12.0, power=1.0)
+    # Psoas: muscle in front of and beside the bodies, a faint band along the spine.
+    (_, (ay, ax)) = _spine_lines(anatomy)
+    ys = np.linspace(float(outlines["T12"][4][1]), float(anatomy["s1_plate"][0][1]), 8)
+    band = np.stack([np.interp(ys, ay, ax) - 10.0 * size, ys], axis=1)
+    soft.tube(band, 25.0 * size, float(rng.uniform(0.05, 0.15)), shell=25.0 * size,
+              taper=1.6)
+
+
+def _add_bowel(soft, p, anatomy, rng, look):
+    """Bowel content in front of the spine: mottled stool (small gas bubbles in faeces)
+    and a few larger gas-filled loops, over L1 to the pelvis."""
+    frame = soft.frame
+    X, Y = frame.coords(slice(0, frame.work_shape[0]), slice(0, frame.work_shape[1]))
+    (_, (ay, ax)) = _spine_lines(anatomy)
+    size = p["size"]
+    front = X - np.interp(Y, ay, ax).astype(np.float32)
+    y0 = float(anatomy["outlines"]["L1"][0][1]) - 20.0 * size
+    y1 = float(anatomy["hip"][1]) + 40.0 * size
+    reach = float(rng.uniform(90.0, 170.0)) * size
+    mask = (np.clip((front + 10.0) / 20.0, 0, 1) * np.clip((reach - front) / 40.0, 0, 1)
+            * np.clip((Y - y0) / 40.0, 0, 1) * np.clip((y1 - Y) / 40.0, 0, 1))
+    white = rng.standard_normal(frame.work_shape, dtype=np.float32)
+    fine = ndimage.gaussian_filter(white, 0.9 / frame.work_mm)
+    fine /= max(float(fine.std()), 1e-6)
+    coarse = ndimage.gaussian_filter(rng.standard_normal(frame.work_shape, dtype=np.float32),
+                                     12.0 / frame.work_mm)
+    coarse /= max(float(coarse.std()), 1e-6)
+    stool = float(rng.uniform(0.5, 1.0))
+    gas = float(rng.uniform(1.5, 3.5)) * min(max(p["difficulty"], 0.3), 1.5)
+    bubbles = np.clip(fine + 0.2, 0, None) * np.clip(coarse + 0.8, 0, None) * stool
+    loops = np.clip(coarse - 1.0, 0, 0.6) / 0.6
+    look["bowel"] = {"stool": stool, "gas_mm": gas, "reach_mm": reach}
+    soft.we -= np.float32(gas) * mask * (np.minimum(bubbles, 2.5) + 1.5 * loops)
+
+
+
 def _texture(rng, shape, work_mm):
     """Band-pass noise (unit std), slightly elongated along the image rows."""
     noise = rng.standard_normal(shape, dtype=np.float32)
@@ -989,13 +1396,25 @@ def _upsample(a, f, shape):
     return out
 
 
-def _full_resolution(t1, sigma, frame, rng, modality, lo, hi, lut):
-    """Upsample, add quantum noise, log-transform and map through the tone LUT."""
+def _full_resolution(t1, sigma, frame, rng, modality, lo, hi, lut, *, lines=None,
+                     noise_pitch=None):
+    """Upsample, add quantum noise, log-transform and map through the tone LUT.
+
+    ``noise_pitch`` (film style) draws the noise on a grid that many pixels coarser
+    (correlated, as behind a detector's blur); ``lines`` (per column) are added to the
+    normalised log values before the tone curve (grid lines).
+    """
     shape = frame.shape
     floor = np.float32(float(t1.min()) * 0.2)  # keeps the log finite where noise dips
     intensity = _upsample(t1, frame.f, shape)
     std = _upsample(sigma, frame.f, shape)
-    if modality == "CR":
+    if noise_pitch is not None:
+        k = int(noise_pitch)
+        coarse = rng.standard_normal((-(-shape[0] // k), -(-shape[1] // k)), dtype=np.float32)
+        noise = _upsample(coarse, k, shape)
+        w = ((np.arange(k) - (k - 1) / 2) / k) % 1.0
+        noise *= np.float32(1 / np.mean(w ** 2 + (1 - w) ** 2))  # std kept by the upsampling
+    elif modality == "CR":
         coarse = rng.standard_normal((-(-shape[0] // 2), -(-shape[1] // 2)), dtype=np.float32)
         noise = _upsample(coarse, 2, shape)
         noise *= np.float32(1 / 0.625)  # linear 2x interpolation keeps 0.625 of the std
@@ -1007,6 +1426,8 @@ def _full_resolution(t1, sigma, frame, rng, modality, lo, hi, lut):
     value = np.log(intensity)
     value *= np.float32(-1 / (hi - lo))
     value -= np.float32(lo / (hi - lo))
+    if lines is not None:
+        value += lines[None, :]
     np.clip(value, 0, 1, out=value)
     value *= np.float32(len(lut) - 1)
     value += np.float32(0.5)

@@ -275,3 +275,174 @@ def test_cohort_rejects_bad_counts(tmp_path):
         write_demo_cohort(tmp_path, n_train=-1)
     with pytest.raises(ValueError, match="empty"):
         write_demo_cohort(tmp_path, n_train=0, n_val=0, n_test_per_stratum=0)
+
+
+# ------------------------------------------------------------------ styles
+# SHA-256 (first 16 hex digits) of classic renderings made before the film style
+# existed: the classic look (the demo's models and tables) must not change.
+CLASSIC_HASHES = {(3, "DR", False): "28bfc992d32023f3", (7, "CR", True): "8fa939a591bca22c"}
+
+
+@pytest.mark.parametrize("key", sorted(CLASSIC_HASHES))
+def test_classic_style_renders_the_same_bytes_as_before(key):
+    import hashlib
+
+    seed, modality, abnormal = key
+    kwargs = {"modality": modality, "abnormal": abnormal, "shape": (600, 420),
+              "pixel_spacing_mm": 0.7}
+    image, ann, meta = render_phantom(seed, **kwargs)
+    assert hashlib.sha256(image.tobytes()).hexdigest()[:16] == CLASSIC_HASHES[key]
+    again, ann2, meta2 = render_phantom(seed, style="classic", **kwargs)
+    assert np.array_equal(image, again) and ann == ann2 and meta == meta2
+    assert "style" not in meta
+
+
+def test_bad_style_raises_value_error(tmp_path):
+    with pytest.raises(ValueError, match="style"):
+        render_phantom(0, style="photo")
+    with pytest.raises(ValueError, match="style"):
+        write_demo_cohort(tmp_path, n_train=1, n_val=0, n_test_per_stratum=0, style="x")
+
+
+def _spine_statistics(ann):
+    """The statistics of the real-geometry table, measured on one annotation (px)."""
+    v = ann["vertebrae"]
+    o = {n: np.array(v[n]["outline"], dtype=float) for n in LUMBAR}
+    s1 = np.array(v["S1"]["upper_endplate"], dtype=float)  # [anterior, posterior]
+    out = {}
+    for n in LUMBAR:
+        ha, _, hp = _heights(o[n])
+        w = (np.linalg.norm(o[n][0] - o[n][2]) + np.linalg.norm(o[n][6] - o[n][4])) / 2
+        out[("body_height_px", n)] = (ha + hp) / 2
+        out[("plate_width_px", n)] = w
+        out[("height_to_width", n)] = (ha + hp) / 2 / w
+        out[("wedge_ha_hp", n)] = ha / hp
+    mean_h = np.mean([out[("body_height_px", n)] for n in LUMBAR])
+    centre = {n: np.array(v[n]["centre"]) for n in LUMBAR}
+    uppers = [o[n][[0, 2]] for n in LUMBAR[1:]] + [s1]
+    for n, upper in zip(LUMBAR, uppers):
+        lower_mid = (o[n][4] + o[n][6]) / 2
+        out[("disc_height", n)] = np.linalg.norm(upper.mean(axis=0) - lower_mid) / mean_h
+    for a, b in zip(LUMBAR, LUMBAR[1:]):
+        out[("centre_spacing", a)] = np.linalg.norm(centre[b] - centre[a]) / mean_h
+    out[("l1_l5_distance_px", None)] = np.linalg.norm(centre["L5"] - centre["L1"])
+    forward = -1.0 if ann["anterior"] == "left" else 1.0  # image x towards the belly
+
+    def slope(anterior, posterior):  # degrees below the horizontal towards the belly
+        d = anterior - posterior
+        return np.degrees(np.arctan2(d[1], forward * d[0]))
+
+    out[("lordosis_deg", None)] = slope(*s1) - slope(o["L1"][0], o["L1"][2])
+    d = centre["L5"] - centre["L1"]
+    out[("l1_l5_tilt_deg", None)] = np.degrees(np.arctan2(forward * d[0], d[1]))
+    out[("s1_slope_deg", None)] = slope(*s1)
+    pts = np.concatenate([o[n] for n in LUMBAR] + [s1])
+    out[("box_width_px", None)] = np.ptp(pts[:, 0])
+    out[("box_height_px", None)] = np.ptp(pts[:, 1])
+    out[("box_top_px", None)] = pts[:, 1].min()
+    out[("box_bottom_px", None)] = pts[:, 1].max()
+    out[("wedge_share", None)] = float(min(out[("wedge_ha_hp", n)] for n in LUMBAR) < 0.8)
+    slips = []
+    for n, upper in zip(LUMBAR, uppers):  # along the plate below, towards the belly
+        t = upper[0] - upper[1]
+        slips.append(np.dot(o[n][4] - upper[1], t) / np.dot(t, t))
+    out[("slip_share", None)] = float(max(slips) > 0.10)
+    out[("anterior_left_share", None)] = float(ann["anterior"] == "left")
+    return out
+
+
+@pytest.fixture(scope="module")
+def film_spines():
+    """500 film-style spines (geometry only), abnormal at a clinical prevalence of 20 %."""
+    rng = np.random.default_rng(0)
+    stats, shapes = [], []
+    for seed in range(500):
+        p, anatomy, frame, _ = phantom._spine(seed, "DR", bool(rng.random() < 0.2), 1.0,
+                                              "film", {})
+        ann = phantom._annotation(p, anatomy, frame)
+        stats.append(_spine_statistics(ann))
+        shapes.append(ann["image_shape"])
+    return stats, np.array(shapes)
+
+
+def test_film_geometry_follows_the_real_distributions(film_spines):
+    """Each statistic of 500 spines against the real table: mean within a quarter of
+    the SD; 5th and 95th percentiles inside the table's [5th, 95th] range widened by a
+    quarter SD (or, where the table gives no percentiles, inside mean +- 2 SD), and a
+    spread of at least half the table's."""
+    stats, _ = film_spines
+    real = phantom.REAL_GEOMETRY
+    failures = []
+    for key in stats[0]:
+        name, level = key
+        if name.endswith("_share"):
+            continue
+        x = np.array([s[key] for s in stats])
+        row = real[name][level] if level else real[name]
+        mean, sd = row[0], row[1]
+        p5, p95 = np.percentile(x, [5, 95])
+        lo, hi = (row[2], row[3]) if len(row) == 4 else (mean - 2 * sd, mean + 2 * sd)
+        spread = (row[3] - row[2]) if len(row) == 4 else 3.29 * sd
+        if not (abs(x.mean() - mean) <= sd / 4 and lo - sd / 4 <= p5 and p95 <= hi + sd / 4
+                and p95 - p5 >= spread / 2):
+            failures.append(f"{name} {level}: mean {x.mean():.3f} p5 {p5:.3f} p95 {p95:.3f} "
+                            f"vs {row}")
+    assert not failures, "\n".join(failures)
+
+
+def test_film_pathology_shares_and_films_are_real_sizes(film_spines):
+    stats, shapes = film_spines
+    real = phantom.REAL_GEOMETRY
+    for name in ("wedge_share", "slip_share"):
+        share = np.mean([s[(name, None)] for s in stats])
+        assert 0.5 * real[name] <= share <= 1.5 * real[name], (name, share)
+    assert all(s[("anterior_left_share", None)] == 1.0 for s in stats)
+    rows, cols = shapes[:, 0], shapes[:, 1]
+    assert rows.min() >= 2000 and np.percentile(rows, 95) <= 2700
+    aspect = rows / cols
+    two_to_one = np.abs(aspect - 2.0) < 0.05
+    assert 0.1 <= two_to_one.mean() <= 0.3
+    assert aspect[~two_to_one].min() >= 0.9 and np.percentile(aspect[~two_to_one], 95) <= 1.45
+    # The film shows thoracic vertebrae above L1 and the sacrum below S1's plate.
+    assert np.mean([s[("box_top_px", None)] for s in stats]) > 250
+
+
+def _body_contrast(image, ann, level="L3"):
+    """(median inside the body - median of a band around it) / (p99 - p1) of the film."""
+    o = _outline(ann, level)
+    inside = _mask(o, image.shape)
+    grown = ndimage.binary_dilation(inside, iterations=12)
+    ring = grown & ~ndimage.binary_dilation(inside, iterations=4)
+    lo, hi = np.percentile(image, [1, 99])
+    return (np.median(image[inside]) - np.median(image[ring])) / (hi - lo)
+
+
+def test_film_bodies_are_grey_and_ground_truth_exact():
+    kw = {"shape": (600, 480), "pixel_spacing_mm": 0.7}
+    film, classic = [], []
+    for seed in range(3):
+        image, ann, meta = render_phantom(seed, abnormal=bool(seed % 2), style="film", **kw)
+        assert meta["style"] == "film" and ann["anterior"] == "left"
+        assert image.shape == (600, 480) and image.dtype == np.uint16
+        for level in LUMBAR + ("T12",):
+            o = _outline(ann, level)
+            assert np.allclose(ann["vertebrae"][level]["centre"], o[[0, 2, 4, 6]].mean(axis=0),
+                               atol=1e-3)
+            assert (o >= 0).all() and (o[:, 0] < 480).all() and (o[:, 1] < 600).all()
+        film.append(_body_contrast(image.astype(float), ann))
+        image, ann, _ = render_phantom(seed, abnormal=bool(seed % 2), **kw)
+        classic.append(_body_contrast(image.astype(float), ann))
+    # Bodies are brighter than what surrounds them, but far less than in the classic look.
+    assert 0 < np.median(film) < 0.6 * np.median(classic), (film, classic)
+
+
+def test_film_cohort_is_written_with_the_film_style(tmp_path):
+    sheet = write_demo_cohort(tmp_path, seed=1, n_train=1, n_val=0, n_test_per_stratum=0,
+                              style="film")
+    row = pd.read_csv(sheet, sep="\t").iloc[0]
+    ann = json.loads((tmp_path / row["annotation"]).read_text())
+    plan = phantom._cohort_draw(1, 0, 0)
+    _, expected, _ = render_phantom(plan["seed"], modality=plan["modality"],
+                                    abnormal=plan["abnormal"], style="film")
+    assert ann["vertebrae"]["L3"]["outline"] == expected["vertebrae"]["L3"]["outline"]
+    assert ann["image_shape"] == expected["image_shape"]

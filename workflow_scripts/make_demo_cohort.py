@@ -15,6 +15,7 @@ sheet = write_demo_cohort(
     n_val=demo["n_val"],
     n_test_per_stratum=demo["n_test_per_stratum"],
     difficulty=demo["difficulty"],
+    style=demo.get("style", "classic"),
     workers=snakemake.threads,
 )
 run_contact_sheet(sheet, snakemake.output.contact_sheet, n=demo["contact_sheet_images"])
