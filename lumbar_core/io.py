@@ -46,6 +46,8 @@ from typing import TYPE_CHECKING
 import imageio.v3 as iio
 import numpy as np
 
+from . import LEVELS
+
 # pandas, pydicom and tifffile are imported where they are used: together they take
 # about 0.3 s to import, and most workflow jobs (one process each) read only npz and
 # JSON files.
@@ -96,7 +98,7 @@ class AnnotationError(LumbarIOError):
 
 ANNOTATION_FORMAT = "lumbar-xray-seg/annotation"
 ANNOTATION_VERSION = 1
-REQUIRED_LEVELS = ("L1", "L2", "L3", "L4", "L5")
+REQUIRED_LEVELS = LEVELS
 OPTIONAL_LEVELS = ("T12", "S1")
 OUTLINE_NAMES = ("upper_anterior", "upper_mid", "upper_posterior", "posterior_mid",
                  "lower_posterior", "lower_mid", "lower_anterior", "anterior_mid")

@@ -12,7 +12,7 @@ from skimage.filters import threshold_otsu
 
 __all__ = ["LEVELS", "confidence_targets", "l5_sigma2", "select_peaks"]
 
-LEVELS = ("L1", "L2", "L3", "L4", "L5")
+from . import LEVELS  # noqa: E402  (re-exported)
 
 
 def l5_sigma2(l5_height: float) -> float:

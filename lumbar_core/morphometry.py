@@ -55,8 +55,7 @@ __all__ = [
 GRADE_BOUNDS = (0.20, 0.25, 0.40)
 """Height reductions that open Genant grades 1 (mild), 2 (moderate) and 3 (severe)."""
 
-LEVELS = ("L1", "L2", "L3", "L4", "L5")
-"""Names of the lumbar levels, top (label 1) to bottom (label 5)."""
+from . import LEVELS  # noqa: E402  (re-exported)
 
 POINT_NAMES = (
     "upper_anterior",

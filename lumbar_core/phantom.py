@@ -74,8 +74,6 @@ _WORK_MM = 0.45  # target size of a working-grid pixel
 _OVERRIDES = ("shape", "pixel_spacing_mm", "anterior", "rotation_deg", "lordosis_deg",
               "fractures", "osteoporosis", "spondylolisthesis", "n_gas", "collimation",
               "marker")
-_SHEET_COLUMNS = ("image_id", "image", "annotation", "split", "modality", "group",
-                  "pixel_spacing_mm")
 
 
 # ============================================================================ public API
@@ -264,6 +262,7 @@ def write_demo_cohort(out_dir, *, seed: int = 0, n_train: int = 60, n_val: int =
             or not 0.0 <= difficulty <= 3.0):
         raise ValueError(f"difficulty must be a number in [0, 3]; got {difficulty!r}")
     from lumbar_core import io as lio
+    from lumbar_core.cohort import COLUMNS as _SHEET_COLUMNS
 
     out = pathlib.Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ import pandas as pd
 from scipy import stats
 
 from .io import atomic_path
-from .metrics import LEVELS, METRIC_NAMES
+from .metrics import LEVELS, METHODS, METRIC_NAMES
 
 __all__ = [
     "METHODS",
@@ -41,9 +41,6 @@ __all__ = [
     "table2",
     "write_table",
 ]
-
-METHODS = ("PN+MNet+LS", "PN+UNet+LS", "PN+MNet", "PN+UNet", "Orig MNet", "Orig UNet")
-"""The six methods of the paper's Table 2, in its row order."""
 
 STRATA = ("all", "DR", "CR", "normal", "abnormal")
 """Rows of each summary: every image, then by ``modality``, then by ``group``."""
