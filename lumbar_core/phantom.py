@@ -301,6 +301,7 @@ def _cohort_draw(seed: int, split_code: int, k: int) -> dict:
 def _write_one(out_dir, seed, difficulty, number, split_code, split, k):
     """Render and write image ``k`` of a split; returns its sample-sheet row."""
     from lumbar_core import io as lio
+    from lumbar_core import phantom_io as pio
 
     plan = _cohort_draw(seed, split_code, k)
     image, ann, _ = render_phantom(plan["seed"], modality=plan["modality"],
@@ -310,7 +311,7 @@ def _write_one(out_dir, seed, difficulty, number, split_code, split, k):
     spacing = ann["pixel_spacing_mm"]
     if plan["modality"] == "DR":
         name = f"images/{image_id}." + ("tif" if plan["tiff"] else "png")
-        (lio.write_tiff if plan["tiff"] else lio.write_png16)(out / name, image)
+        (pio.write_tiff if plan["tiff"] else pio.write_png16)(out / name, image)
     else:
         name = f"images/{image_id}.dcm"
         # MONOCHROME1: read_image computes slope * (2**bits - 1 - stored); see docstring.
@@ -318,8 +319,8 @@ def _write_one(out_dir, seed, difficulty, number, split_code, split, k):
                     "rescale_intercept": -1024.0, "bits_stored": 14} if plan["monochrome1"]
                    else {"photometric": "MONOCHROME2", "rescale_slope": 1.0,
                          "rescale_intercept": 0.0, "bits_stored": 12})
-        stored = lio.dicom_stored_values(image, **options)
-        lio.write_dicom(out / name, stored, pixel_spacing_mm=spacing, **options)
+        stored = pio.dicom_stored_values(image, **options)
+        pio.write_dicom(out / name, stored, pixel_spacing_mm=spacing, **options)
     annotation = f"annotations/{image_id}.json"
     lio.write_annotation(out / annotation, ann)
     return (image_id, name, annotation, split, plan["modality"],
