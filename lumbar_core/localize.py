@@ -1,7 +1,7 @@
 """Localisation of the five lumbar centres from Pose-net confidence maps (paper 2.2).
 
 Two parts: the training targets of Pose-net (Eq. 4, 5) and the peak selection that turns
-the predicted map ``yL1-5`` into five centres (METHOD.md section 2, steps 1-6).
+the predicted map ``yL1-5`` into five centres (docs/method.md section 2, steps 1-6).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def confidence_targets(centres, sigma2: float, shape=(512, 256)):
 
 def select_peaks(y_l15, *, window: int = 31, min_distance: int = 3,
                  score_fraction: float = 0.5, n_levels: int = 5) -> dict:
-    """Choose the five lumbar centres from ``yL1-5`` (METHOD.md section 2, steps 1-6).
+    """Choose the five lumbar centres from ``yL1-5`` (docs/method.md section 2, steps 1-6).
 
     Parameters
     ----------

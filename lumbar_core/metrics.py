@@ -261,7 +261,7 @@ def detection_success(pred, gt) -> bool:
     ----------
     pred : (5, 2) array_like or None
         Predicted centres ``(x, y)`` of L1..L5; None when the detection failed (fewer
-        than five peaks, METHOD.md section 2, step 6).
+        than five peaks, docs/method.md section 2, step 6).
     gt : (5, 2) array_like
         Ground-truth centres ``(x, y)`` of L1..L5 in the same grid.
 
@@ -270,7 +270,7 @@ def detection_success(pred, gt) -> bool:
     bool
         True when five finite centres were found and each predicted centre is strictly
         closer to its own ground-truth centre than to any other ground-truth centre
-        (METHOD.md section 5). A swap of two levels, or a shift by one level onto a
+        (docs/method.md section 5). A swap of two levels, or a shift by one level onto a
         thoracic vertebra, is a failure even when every error is small.
 
     Raises

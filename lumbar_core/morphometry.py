@@ -1,4 +1,4 @@
-"""Vertebral morphometry and Genant grading of compression fractures (METHOD.md section 8).
+"""Vertebral morphometry and Genant grading of compression fractures (docs/method.md section 7).
 
 The paper stops at the segmentation and names compression fracture evaluation as its
 motive; this module goes the last step. From each vertebral body mask it measures the

@@ -59,7 +59,7 @@ _GENANT_TYPES = ("wedge", "biconcave", "crush")
 # Genant semi-quantitative grades [1]_: height reduction ranges (fractions).
 _GENANT_RANGE = {1: (0.20, 0.25), 2: (0.25, 0.40), 3: (0.40, 0.60)}
 _GENANT_MARGIN = 0.006
-# Adult body sizes in mm (PHANTOM.md): posterior height, anterior height, depth.
+# Adult body sizes in mm (docs/method.md section 8): posterior height, anterior height, depth.
 _BODY_MM = {"T9": (21.0, 19.5, 27.0), "T10": (22.0, 20.5, 28.0), "T11": (23.0, 21.5, 29.0),
             "T12": (24.5, 23.0, 30.5), "L1": (27.0, 25.0, 33.0), "L2": (27.5, 26.0, 34.0),
             "L3": (27.5, 27.0, 35.5), "L4": (27.0, 28.0, 36.5), "L5": (26.0, 29.0, 37.5)}

@@ -214,8 +214,8 @@ def run_train_patches(io_path, points_path, masks_path, out, *, image_id: str, s
 
     As the paper does, the centres are perturbed with Gaussian noise (std ``jitter_px`` in
     ``Io`` pixels) to mimic test-time localisation error; the boxes follow the perturbed
-    centres. The target of each patch is the mask of its centre vertebra only (METHOD.md
-    Decision).
+    centres. The target of each patch is the mask of its centre vertebra only (a decision,
+    docs/method.md section 3).
     """
     image, record = load_io(io_path)
     points = io.read_json(points_path)

@@ -251,7 +251,7 @@ def table1(loc_rows, sheet, *, n_boot: int = 2000, seed: int = 0,
     Notes
     -----
     The errors are averaged over the images whose detection succeeded (five centres,
-    each nearest its own ground-truth centre; METHOD.md section 5), as the paper does;
+    each nearest its own ground-truth centre; docs/method.md section 5), as the paper does;
     the others count only against the success rate. Level ``all`` pools the five levels
     (mean and SD over ``5 n`` errors); its confidence interval resamples images (the
     mean of an image's five errors), since the errors of one image are not independent.
