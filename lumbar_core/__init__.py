@@ -7,3 +7,7 @@ grading), with all file reading and writing in ``io``.
 """
 
 __version__ = "0.1.0"
+
+#: Names of the lumbar levels, top (label 1) to bottom (label 5). Every per-level array,
+#: table row and mask label in the project follows this order; the one definition.
+LEVELS = ("L1", "L2", "L3", "L4", "L5")

@@ -13,10 +13,22 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["SampleSheetError", "load_sample_sheet", "make_shards"]
+__all__ = ["COLUMNS", "REQUIRED_COLUMNS", "SampleSheetError", "load_sample_sheet",
+           "make_shards"]
 
 SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "samples.schema.yaml"
-COLUMNS = ("image_id", "image", "annotation", "split", "modality", "group", "pixel_spacing_mm")
+
+
+def _schema_columns(schema_path) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    import yaml
+
+    schema = yaml.safe_load(Path(schema_path).read_text(encoding="utf-8"))
+    return tuple(schema["properties"]), tuple(schema["required"])
+
+
+#: The sample sheet's columns in their order, and those it must have: read from the
+#: sheet's schema, which defines them once.
+COLUMNS, REQUIRED_COLUMNS = _schema_columns(SCHEMA)
 
 
 class SampleSheetError(ValueError):
@@ -63,7 +75,7 @@ def load_sample_sheet(path, *, schema=SCHEMA, check_files: bool = True) -> pd.Da
         df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, comment=None)
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise SampleSheetError(f"{path}: not a readable TSV sample sheet ({err})") from err
-    missing = [c for c in ("image_id", "image", "split", "modality", "group") if c not in df]
+    missing = [c for c in REQUIRED_COLUMNS if c not in df]
     if missing:
         raise SampleSheetError(f"{path}: missing column(s) {', '.join(missing)}; "
                                f"expected {', '.join(COLUMNS)}")

@@ -141,7 +141,7 @@ def extract_patches(image, boxes, *, patch_size: int = PATCH_SIZE, order: int = 
 def keep_centre_component(mask) -> np.ndarray:
     """Keep the 8-connected component of ``mask`` that contains the patch centre.
 
-    METHOD.md Decision: the segmentation of vertebra j is the component of its patch
+    Decision (docs/method.md section 3): the segmentation of vertebra j is the component of its patch
     prediction that contains the patch centre (a patch also shows the neighbours). When the
     centre pixel itself is background (a localisation error, or a hole), the component
     nearest to the centre is kept instead.

@@ -8,11 +8,13 @@ touches files. It offers
   float32 array with the full bit depth kept (DICOM rescale applied, ``MONOCHROME1``
   inverted so that bone is bright) and a small dictionary of properties that never
   carries patient data;
-- atomic writers (:func:`atomic_path`) for PNG, TIFF, DICOM, JSON, ``.npz`` and TSV
-  files: a reader never sees a half-written file;
+- atomic writers (:func:`atomic_path`) for JSON, ``.npz`` and TSV files: a reader
+  never sees a half-written file (the PNG, TIFF and DICOM writers that only the
+  synthetic cohort and the tests need live in :mod:`lumbar_core.phantom_io`);
 - the annotation format of the project (one JSON per image, L1-L5 centres and
-  8-point outlines, paper section 3.1) with :func:`validate_annotation`, and an
-  importer for the corner-point CSV files of the public BUU-LSPINE lateral set [1]_.
+  8-point outlines, paper section 3.1), defined by ``schemas/annotation.schema.yaml``
+  and checked by :func:`validate_annotation`, and an importer for the corner-point CSV
+  files of the public BUU-LSPINE lateral set [1]_.
 
 Every problem with a file's content raises a :class:`LumbarIOError` (a
 ``ValueError``) whose message starts with the file's path and names the problem;
@@ -30,14 +32,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import io as _stdio
 import json
 import math
 import numbers
 import os
 import secrets
-import uuid
 import warnings
 from pathlib import Path
 
@@ -45,6 +45,8 @@ from typing import TYPE_CHECKING
 
 import imageio.v3 as iio
 import numpy as np
+
+from . import LEVELS
 
 # pandas, pydicom and tifffile are imported where they are used: together they take
 # about 0.3 s to import, and most workflow jobs (one process each) read only npz and
@@ -64,10 +66,6 @@ __all__ = [
     "GENANT_TYPES",
     "read_image",
     "read_png",
-    "write_png16",
-    "write_tiff",
-    "write_dicom",
-    "dicom_stored_values",
     "atomic_path",
     "write_json",
     "read_json",
@@ -96,16 +94,17 @@ class AnnotationError(LumbarIOError):
 
 ANNOTATION_FORMAT = "lumbar-xray-seg/annotation"
 ANNOTATION_VERSION = 1
-REQUIRED_LEVELS = ("L1", "L2", "L3", "L4", "L5")
+REQUIRED_LEVELS = LEVELS
 OPTIONAL_LEVELS = ("T12", "S1")
 OUTLINE_NAMES = ("upper_anterior", "upper_mid", "upper_posterior", "posterior_mid",
                  "lower_posterior", "lower_mid", "lower_anterior", "anterior_mid")
 GENANT_TYPES = ("normal", "wedge", "biconcave", "crush")
 
 _LEVEL_ORDER = ("T12",) + REQUIRED_LEVELS + ("S1",)
-_TOP_KEYS = ("format", "version", "image_shape", "pixel_spacing_mm", "anterior", "vertebrae")
-_LEVEL_KEYS = ("centre", "outline", "genant_grade", "genant_type", "flag")
-_S1_KEYS = _LEVEL_KEYS + ("upper_endplate",)
+# Order of a vertebra's keys in a normalised annotation.
+_LEVEL_KEYS_ORDER = ("centre", "outline", "upper_endplate", "genant_grade", "genant_type", "flag")
+_ANNOTATION_SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "annotation.schema.yaml"
+_ANNOTATION_VALIDATOR = None
 _BOUNDS_TOLERANCE_PX = 0.5
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -115,7 +114,6 @@ _EXTENSION_FORMAT = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".jpg": "jp
 _FORMAT_NAME = {"png": "PNG", "tiff": "TIFF", "jpeg": "JPEG", "dicom": "DICOM"}
 # ITU-R BT.601 luma weights, the ones Pillow's "L" conversion and JPEG's Y channel use.
 _LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])
-_UID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "lumbar-xray-seg")
 _CORNER_CSV_ROWS = 11
 _SHAPE_ARGUMENT = "image_shape must be two positive integers (rows, cols)"
 
@@ -185,7 +183,7 @@ def read_image(path, *, min_size: int = 32) -> tuple[np.ndarray, dict]:
     ``[0, 2**BitsStored - 1]`` for unsigned and ``[-2**(BitsStored-1),
     2**(BitsStored-1) - 1]`` for signed pixels. For the usual unsigned pixels with a
     positive slope this is ``value = slope * (2**BitsStored - 1 - stored)``: the
-    intercept cancels. :func:`dicom_stored_values` is the exact inverse. The VOI LUT
+    intercept cancels. :func:`lumbar_core.phantom_io.dicom_stored_values` is the exact inverse. The VOI LUT
     (window centre and width) is a display setting and is not applied.
     """
     min_size = _check_min_size(min_size)
@@ -505,239 +503,6 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def write_png16(path, array) -> None:
-    """Write a 2-D uint16 (or uint8) array as a lossless greyscale PNG, atomically.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The PNG file to write.
-    array : (M, N) uint16 or uint8 ndarray
-        The samples; uint16 gives a 16-bit PNG, uint8 an 8-bit one. Read back
-        unchanged with :func:`read_png`.
-
-    Raises
-    ------
-    ValueError
-        ``array`` is not 2-D, is empty, or is not uint8/uint16.
-    """
-    array = np.asarray(array)
-    if array.ndim != 2 or array.size == 0:
-        raise ValueError(f"array must be a non-empty 2-D array; got shape {array.shape}")
-    if array.dtype not in (np.uint8, np.uint16):
-        raise ValueError(f"array must be uint8 or uint16; got dtype {array.dtype}")
-    with atomic_path(path) as tmp:
-        iio.imwrite(tmp, np.ascontiguousarray(array), plugin="pillow", extension=".png")
-
-
-def write_tiff(path, array) -> None:
-    """Write a 2-D array as a zlib-compressed (lossless) TIFF, atomically.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The TIFF file to write.
-    array : (M, N) ndarray
-        Any integer, boolean or floating dtype; stored as is (greyscale,
-        BlackIsZero), so :func:`read_image` gives back the same values.
-
-    Raises
-    ------
-    ValueError
-        ``array`` is not 2-D, is empty, is not numeric, or holds NaN or inf.
-    """
-    import tifffile
-
-    array = np.asarray(array)
-    if array.ndim != 2 or array.size == 0:
-        raise ValueError(f"array must be a non-empty 2-D array; got shape {array.shape}")
-    if array.dtype.kind not in "biuf":
-        raise ValueError(f"array must be numeric; got dtype {array.dtype}")
-    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
-        raise ValueError("array holds non-finite values (NaN or inf), which read_image rejects")
-    with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, array, photometric="minisblack", compression="zlib", metadata=None)
-
-
-def dicom_stored_values(values, *, photometric: str = "MONOCHROME2", rescale_slope: float = 1.0,
-                        rescale_intercept: float = 0.0, bits_stored: int = 16) -> np.ndarray:
-    """Stored DICOM pixel values that :func:`read_image` turns back into ``values``.
-
-    The exact inverse of the reader's DICOM rule (see :func:`read_image`):
-    ``stored = (values - intercept) / slope`` for ``MONOCHROME2`` and
-    ``stored = (max_possible - values - intercept) / slope`` for ``MONOCHROME1``,
-    with ``max_possible = slope * (2**bits_stored - 1) + intercept`` (unsigned
-    pixels, positive slope), rounded to the nearest integer.
-
-    Parameters
-    ----------
-    values : (M, N) array_like
-        The wanted image values (bone bright).
-    photometric : {"MONOCHROME2", "MONOCHROME1"}, optional
-        Default ``"MONOCHROME2"``.
-    rescale_slope : float, optional
-        Positive slope, default 1.0.
-    rescale_intercept : float, optional
-        Default 0.0.
-    bits_stored : int, optional
-        1 to 16, default 16.
-
-    Returns
-    -------
-    stored : (M, N) uint16 ndarray
-        Pass it to :func:`write_dicom` with the same options.
-
-    Raises
-    ------
-    ValueError
-        An option is invalid, ``values`` is not finite, or a value maps outside
-        ``[0, 2**bits_stored - 1]``.
-    """
-    _check_dicom_options(photometric, rescale_slope, rescale_intercept, bits_stored)
-    values = np.asarray(values, dtype=np.float64)
-    if not np.all(np.isfinite(values)):
-        raise ValueError("values hold non-finite entries (NaN or inf)")
-    top = 2 ** bits_stored - 1
-    if photometric == "MONOCHROME1":
-        stored = top - values / rescale_slope
-    else:
-        stored = (values - rescale_intercept) / rescale_slope
-    stored = np.rint(stored)
-    if stored.size and (stored.min() < 0 or stored.max() > top):
-        raise ValueError(f"values map to stored values in [{stored.min():g}, {stored.max():g}], "
-                         f"outside [0, {top}] for bits_stored={bits_stored}, "
-                         f"rescale_slope={rescale_slope}, rescale_intercept={rescale_intercept}")
-    return stored.astype(np.uint16)
-
-
-def _check_dicom_options(photometric, slope, intercept, bits_stored) -> None:
-    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise ValueError(f"photometric must be 'MONOCHROME1' or 'MONOCHROME2'; got {photometric!r}")
-    if not isinstance(slope, numbers.Real) or not math.isfinite(slope) or slope <= 0:
-        raise ValueError(f"rescale_slope must be a positive finite number; got {slope!r}")
-    if not isinstance(intercept, numbers.Real) or not math.isfinite(intercept):
-        raise ValueError(f"rescale_intercept must be a finite number; got {intercept!r}")
-    if (isinstance(bits_stored, bool) or not isinstance(bits_stored, numbers.Integral)
-            or not 1 <= bits_stored <= 16):
-        raise ValueError(f"bits_stored must be an integer in 1..16; got {bits_stored!r}")
-
-
-def write_dicom(path, array, *, photometric: str = "MONOCHROME2", rescale_slope: float = 1.0,
-                rescale_intercept: float = 0.0, pixel_spacing_mm=None,
-                bits_stored: int = 16) -> None:
-    """Write a minimal valid Secondary Capture DICOM file, atomically.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The DICOM file to write.
-    array : (M, N) integer ndarray
-        The stored pixel values, written verbatim (unsigned, before the modality
-        LUT); every value must lie in ``[0, 2**bits_stored - 1]``. To write an image
-        so that :func:`read_image` returns given values, convert them with
-        :func:`dicom_stored_values` first.
-    photometric : {"MONOCHROME2", "MONOCHROME1"}, optional
-        Photometric interpretation tag (default ``"MONOCHROME2"``); the values are
-        not changed by it.
-    rescale_slope, rescale_intercept : float, optional
-        ``RescaleSlope`` (positive, default 1.0) and ``RescaleIntercept`` (default 0.0).
-    pixel_spacing_mm : (float, float) or None, optional
-        ``PixelSpacing`` as (row_mm, col_mm); default None (tag omitted).
-    bits_stored : int, optional
-        ``BitsStored``, 1 to 16 (default 16). ``BitsAllocated`` is 8 for 8 bits or
-        fewer, else 16.
-
-    Raises
-    ------
-    ValueError
-        An option or the array is invalid.
-
-    Notes
-    -----
-    The file has a 128-byte preamble, the ``DICM`` marker and file meta information,
-    explicit VR little endian transfer syntax, SOP class Secondary Capture Image
-    Storage and modality ``OT``. The SOP instance, study and series UIDs are
-    ``2.25.<UUID>`` UIDs derived (UUID version 5) from a SHA-256 hash of the pixel
-    data and the options, so the same input gives the same bytes. No patient data
-    is written: ``PatientName`` and ``PatientID`` are present and empty.
-    """
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
-
-    _check_dicom_options(photometric, rescale_slope, rescale_intercept, bits_stored)
-    array = np.asarray(array)
-    if array.ndim != 2 or array.size == 0:
-        raise ValueError(f"array must be a non-empty 2-D array; got shape {array.shape}")
-    if max(array.shape) > 65535:
-        raise ValueError(f"array is too large for DICOM Rows/Columns; got shape {array.shape}")
-    if array.dtype.kind not in "iu":
-        raise ValueError(f"array must hold integer stored values; got dtype {array.dtype}")
-    top = 2 ** bits_stored - 1
-    if array.min() < 0 or array.max() > top:
-        raise ValueError(f"array values must lie in [0, {top}] for bits_stored={bits_stored}; "
-                         f"got [{array.min()}, {array.max()}]")
-    spacing = None
-    if pixel_spacing_mm is not None:
-        try:
-            spacing = [float(v) for v in pixel_spacing_mm]
-        except (TypeError, ValueError):
-            spacing = []
-        if len(spacing) != 2 or not all(math.isfinite(v) and v > 0 for v in spacing):
-            raise ValueError(f"pixel_spacing_mm must be two positive numbers (row_mm, col_mm) "
-                             f"or None; got {pixel_spacing_mm!r}")
-    bits_allocated = 8 if bits_stored <= 8 else 16
-    pixels = np.ascontiguousarray(array.astype("<u1" if bits_allocated == 8 else "<u2"))
-    digest = hashlib.sha256(pixels.tobytes())
-    digest.update(repr((pixels.shape, photometric, float(rescale_slope), float(rescale_intercept),
-                        spacing, bits_stored)).encode())
-
-    def uid(role: str) -> str:
-        return f"2.25.{uuid.uuid5(_UID_NAMESPACE, digest.hexdigest() + role).int}"
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = uid("sop")
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = f"2.25.{uuid.uuid5(_UID_NAMESPACE, 'implementation').int}"
-    meta.ImplementationVersionName = "LUMBARXRAYSEG1"
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID = uid("study")
-    ds.SeriesInstanceUID = uid("series")
-    ds.PatientName = ""
-    ds.PatientID = ""
-    ds.PatientBirthDate = ""
-    ds.PatientSex = ""
-    ds.StudyDate = ""
-    ds.StudyTime = ""
-    ds.ReferringPhysicianName = ""
-    ds.StudyID = ""
-    ds.AccessionNumber = ""
-    ds.Modality = "OT"
-    ds.SeriesNumber = None
-    ds.InstanceNumber = None
-    ds.ConversionType = "WSD"
-    ds.PatientOrientation = ""
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.Rows, ds.Columns = (int(n) for n in pixels.shape)
-    ds.BitsAllocated = bits_allocated
-    ds.BitsStored = bits_stored
-    ds.HighBit = bits_stored - 1
-    ds.PixelRepresentation = 0
-    ds.RescaleIntercept = pydicom.valuerep.format_number_as_ds(float(rescale_intercept))
-    ds.RescaleSlope = pydicom.valuerep.format_number_as_ds(float(rescale_slope))
-    ds.RescaleType = "US"
-    if spacing is not None:
-        ds.PixelSpacing = [pydicom.valuerep.format_number_as_ds(v) for v in spacing]
-    ds.PixelData = pixels.tobytes()
-    with atomic_path(path) as tmp:
-        ds.save_as(tmp, enforce_file_format=True, implicit_vr=False, little_endian=True)
-
-
 def _json_default(obj):
     """JSON conversion of numpy scalars and arrays and of paths."""
     if isinstance(obj, np.generic):
@@ -948,11 +713,14 @@ def validate_annotation(ann: dict, *, image_shape=None, source: str = "<annotati
     Raises
     ------
     AnnotationError
-        With ``source`` and the problem: a missing level (``"missing level L4"``), an
-        unknown level or key, a point that is not two finite numbers, an outline
-        without exactly 8 points, a point outside the image (a tolerance of 0.5 px:
-        ``-0.5 <= x <= cols - 0.5``, i.e. within the image's pixel area), an invalid
-        Genant grade or type, or a mismatched ``image_shape``.
+        With ``source``, the field and the problem. The structure is checked against
+        ``schemas/annotation.schema.yaml`` (jsonschema): a missing level
+        (``"vertebrae: missing level L4"``), an unknown level or key, a point that is
+        not two numbers, an outline without exactly 8 points (``"L5 outline: has 7
+        points, expected 8"``), an invalid Genant grade or type. Then what no schema
+        can express: a coordinate that is NaN or infinite, a point outside the image
+        (a tolerance of 0.5 px: ``-0.5 <= x <= cols - 0.5``, i.e. within the image's
+        pixel area), or an ``image_shape`` that does not match the image's.
     ValueError
         The ``image_shape`` argument is not two positive integers.
 
@@ -976,60 +744,131 @@ def validate_annotation(ann: dict, *, image_shape=None, source: str = "<annotati
     if not isinstance(ann, dict):
         raise AnnotationError(f"{source}: annotation must be a JSON object; "
                               f"got {type(ann).__name__}")
-    unknown = [k for k in ann if k not in _TOP_KEYS]
-    if unknown:
-        raise AnnotationError(f"{source}: unknown key {unknown[0]!r} "
-                              f"(allowed: {', '.join(_TOP_KEYS)})")
-    if ann.get("format", ANNOTATION_FORMAT) != ANNOTATION_FORMAT:
-        raise AnnotationError(f"{source}: format is {ann['format']!r}, "
-                              f"expected {ANNOTATION_FORMAT!r}")
-    version = ann.get("version", ANNOTATION_VERSION)
-    if isinstance(version, bool) or version != ANNOTATION_VERSION:
-        raise AnnotationError(f"{source}: unsupported version {version!r} "
-                              f"(expected {ANNOTATION_VERSION})")
-    own_shape = _shape_or_none(ann.get("image_shape"), on_error=AnnotationError,
-                               prefix=f"{source}: image_shape must be [rows, cols] "
-                                      f"of positive integers")
+    # As JSON: numpy arrays and tuples become lists, NaN stays NaN (checked below).
+    try:
+        ann = json.loads(json.dumps(ann, default=_json_default))
+    except (TypeError, ValueError) as exc:
+        raise AnnotationError(f"{source}: annotation is not JSON data ({exc})") from exc
+    error = _first_schema_error(ann)
+    if error is not None:
+        raise AnnotationError(f"{source}: {_schema_message(error)}")
+    # What the schema cannot say: finite coordinates, points inside the image, and an
+    # image_shape that agrees with the image's.
+    own_shape = (None if ann.get("image_shape") is None
+                 else tuple(int(v) for v in ann["image_shape"]))
     if image_shape is not None and own_shape is not None and own_shape != image_shape:
         raise AnnotationError(f"{source}: image_shape {list(own_shape)} in the annotation does not "
                               f"match the image's shape {list(image_shape)}")
     shape = image_shape if image_shape is not None else own_shape
     spacing = ann.get("pixel_spacing_mm")
-    if spacing is not None:
-        if (not isinstance(spacing, (list, tuple)) or len(spacing) != 2
-                or not all(_is_number(v) and math.isfinite(v) and v > 0 for v in spacing)):
-            raise AnnotationError(f"{source}: pixel_spacing_mm must be two positive numbers "
-                                  f"[row_mm, col_mm] or null; got {spacing!r}")
-        spacing = [float(v) for v in spacing]
-    anterior = ann.get("anterior")
-    if anterior not in (None, "left", "right"):
-        raise AnnotationError(f"{source}: anterior must be 'left', 'right' or null; "
-                              f"got {anterior!r}")
-    vertebrae = ann.get("vertebrae")
-    if not isinstance(vertebrae, dict):
-        raise AnnotationError(f"{source}: 'vertebrae' must be an object keyed by level; "
-                              f"got {type(vertebrae).__name__}")
-    for level in vertebrae:
-        if level not in _LEVEL_ORDER:
-            raise AnnotationError(f"{source}: unknown level key {level!r} "
-                                  f"(allowed: {', '.join(_LEVEL_ORDER)})")
-    for level in REQUIRED_LEVELS:
+    if spacing is not None and not all(math.isfinite(v) for v in spacing):
+        raise AnnotationError(f"{source}: pixel_spacing_mm: non-finite value in {spacing!r}")
+    vertebrae = ann["vertebrae"]
+    levels = {}
+    for level in _LEVEL_ORDER:
         if level not in vertebrae:
-            raise AnnotationError(f"{source}: missing level {level}")
-    levels = {level: _validate_level(level, vertebrae[level], shape=shape, source=source)
-              for level in _LEVEL_ORDER if level in vertebrae}
+            continue
+        entry = dict(vertebrae[level])
+        for key, count in (("centre", None), ("outline", len(OUTLINE_NAMES)),
+                           ("upper_endplate", 2)):
+            if key in entry:
+                where = f"{level} {key}"
+                entry[key] = (_point(entry[key], where, shape=shape, source=source)
+                              if count is None else
+                              [_point(q, f"{where} point {i}", shape=shape, source=source)
+                               for i, q in enumerate(entry[key])])
+        for key in ("genant_grade", "flag"):  # 2.0 is the integer 2 in JSON
+            if entry.get(key) is not None:
+                entry[key] = int(entry[key])
+        levels[level] = {key: entry[key] for key in _LEVEL_KEYS_ORDER if key in entry}
     return {
         "format": ANNOTATION_FORMAT,
         "version": ANNOTATION_VERSION,
         "image_shape": list(shape) if shape is not None else None,
-        "pixel_spacing_mm": spacing,
-        "anterior": anterior,
+        "pixel_spacing_mm": None if spacing is None else [float(v) for v in spacing],
+        "anterior": ann.get("anterior"),
         "vertebrae": levels,
     }
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+def _annotation_validator():
+    """The jsonschema validator of ``schemas/annotation.schema.yaml`` (built once)."""
+    global _ANNOTATION_VALIDATOR
+    if _ANNOTATION_VALIDATOR is None:
+        import jsonschema
+        import yaml
+
+        schema = yaml.safe_load(_ANNOTATION_SCHEMA.read_text(encoding="utf-8"))
+        cls = jsonschema.validators.validator_for(schema)
+        cls.check_schema(schema)
+        _ANNOTATION_VALIDATOR = cls(schema)
+    return _ANNOTATION_VALIDATOR
+
+
+def _first_schema_error(ann):
+    """The first schema violation in document order (None when valid)."""
+    errors = list(_annotation_validator().iter_errors(ann))
+    if not errors:
+        return None
+    import jsonschema
+
+    # The deepest error of the first field that is wrong: it names the field best.
+    errors.sort(key=lambda e: [str(p) for p in e.absolute_path])
+    return jsonschema.exceptions.best_match(
+        [e for e in errors if list(e.absolute_path) == list(errors[0].absolute_path)])
+
+
+def _schema_message(error) -> str:
+    """``field: problem`` for a schema violation, in the annotation's own words."""
+    path = [str(p) for p in error.absolute_path]
+    level = path[1] if len(path) > 1 and path[0] == "vertebrae" else None
+    # A point of a list is named by its index: "L2 outline point 3".
+    where = " ".join([level, *path[2:3]] if level else path[:1]) or "annotation"
+    if level and len(path) > 3:
+        # centre -> coordinate; outline, upper_endplate -> point, then coordinate.
+        indices = path[3:]
+        names = ["coordinate"] if path[2] == "centre" else ["point", "coordinate"]
+        where += "".join(f" {name} {i}" for name, i in zip(names, indices))
+    kind, value = error.validator, error.instance
+    if kind == "required":
+        missing = [k for k in error.validator_value if k not in value]
+        if path == ["vertebrae"]:
+            return f"vertebrae: missing level {missing[0]}"
+        return f"{where}: has no {missing[0]!r}"
+    if kind == "additionalProperties":
+        allowed = list(error.schema.get("properties", {}))
+        unknown = [k for k in value if k not in allowed]
+        what = "level key" if path == ["vertebrae"] else "key"
+        return f"{where}: unknown {what} {unknown[0]!r} (allowed: {', '.join(allowed)})"
+    if kind in ("minItems", "maxItems") and isinstance(value, list) and level:
+        expected = {"outline": len(OUTLINE_NAMES), "upper_endplate": 2}.get(path[2], 2)
+        noun = "points" if len(path) == 3 else "coordinates"
+        return f"{where}: has {len(value)} {noun}, expected {expected}"
+    if kind in ("const", "enum", "oneOf", "anyOf"):
+        return f"{where}: bad value {value!r} ({_expected(error)})"
+    return f"{where}: {error.message}"
+
+
+def _expected(error) -> str:
+    """What a const/enum/oneOf/anyOf rule accepts, in words."""
+    if error.validator == "const":
+        return f"expected {error.validator_value!r}"
+    if error.validator == "enum":
+        return "expected one of " + ", ".join(
+            "null" if v is None else repr(v) for v in error.validator_value)
+    return "expected " + " or ".join(_describe(s) for s in error.validator_value)
+
+
+def _describe(schema: dict) -> str:
+    """A subschema in a few words: ``null``, ``integer 0..3``, ``shape``."""
+    if "description" in schema:
+        return schema["description"]
+    if "$ref" in schema:
+        return schema["$ref"].rsplit("/", 1)[-1]
+    words = str(schema.get("type", "value"))
+    if "minimum" in schema and "maximum" in schema:
+        words += f" {schema['minimum']}..{schema['maximum']}"
+    return words
 
 
 def _shape_or_none(value, *, on_error, prefix):
@@ -1046,64 +885,11 @@ def _shape_or_none(value, *, on_error, prefix):
     return (int(items[0]), int(items[1]))
 
 
-def _validate_level(level, entry, *, shape, source) -> dict:
-    if not isinstance(entry, dict):
-        raise AnnotationError(f"{source}: {level} must be an object; got {type(entry).__name__}")
-    allowed = _S1_KEYS if level == "S1" else _LEVEL_KEYS
-    for key in entry:
-        if key not in allowed:
-            raise AnnotationError(f"{source}: unknown key {key!r} in {level} "
-                                  f"(allowed: {', '.join(allowed)})")
-    has_body = "centre" in entry or "outline" in entry
-    if level != "S1" or has_body or "upper_endplate" not in entry:
-        for key in ("centre", "outline"):
-            if key not in entry:
-                raise AnnotationError(f"{source}: {level} has no {key!r}")
-    out = {}
-    if "centre" in entry:
-        out["centre"] = _point(entry["centre"], f"{level} centre", shape=shape, source=source)
-    if "outline" in entry:
-        out["outline"] = _points(entry["outline"], len(OUTLINE_NAMES), f"{level} outline",
-                                 shape=shape, source=source)
-    if "upper_endplate" in entry:
-        out["upper_endplate"] = _points(entry["upper_endplate"], 2, f"{level} upper_endplate",
-                                        shape=shape, source=source)
-    if "genant_grade" in entry:
-        grade = entry["genant_grade"]
-        if grade is not None and (isinstance(grade, bool) or not isinstance(grade, numbers.Integral)
-                                  or not 0 <= grade <= 3):
-            raise AnnotationError(f"{source}: bad genant_grade {grade!r} in {level} "
-                                  f"(expected 0, 1, 2, 3 or null)")
-        out["genant_grade"] = None if grade is None else int(grade)
-    if "genant_type" in entry:
-        kind = entry["genant_type"]
-        if kind is not None and kind not in GENANT_TYPES:
-            raise AnnotationError(f"{source}: bad genant_type {kind!r} in {level} "
-                                  f"(expected one of {', '.join(GENANT_TYPES)} or null)")
-        out["genant_type"] = kind
-    if "flag" in entry:
-        flag = entry["flag"]
-        if isinstance(flag, bool) or not isinstance(flag, numbers.Integral):
-            raise AnnotationError(f"{source}: bad flag {flag!r} in {level} (expected an integer)")
-        out["flag"] = int(flag)
-    return out
-
-
-def _points(value, count, where, *, shape, source) -> list:
-    if not isinstance(value, (list, tuple, np.ndarray)):
-        raise AnnotationError(f"{source}: {where} must be a list of {count} points; "
-                              f"got {type(value).__name__}")
-    if len(value) != count:
-        raise AnnotationError(f"{source}: {where} has {len(value)} points, expected {count}")
-    return [_point(p, f"{where} point {i}", shape=shape, source=source)
-            for i, p in enumerate(value)]
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _point(value, where, *, shape, source) -> list:
-    if not isinstance(value, (list, tuple, np.ndarray)) or len(value) != 2:
-        raise AnnotationError(f"{source}: {where} must be a point [x, y]; got {value!r}")
-    if not all(_is_number(v) for v in value):
-        raise AnnotationError(f"{source}: non-numeric value in {where}: {list(value)!r}")
     x, y = (float(v) for v in value)
     if not (math.isfinite(x) and math.isfinite(y)):
         raise AnnotationError(f"{source}: non-finite value (NaN or inf) in {where}: [{x}, {y}]")
@@ -1180,12 +966,10 @@ def import_corner_csv(path, *, image_shape=None, anterior: str = "auto") -> dict
         annotation (default None).
     anterior : {"auto", "left", "right"}, optional
         Which side of the image the belly (the anterior side of the bodies) is on.
-        ``"auto"`` (default) takes the side the lumbar curve bulges towards: the
-        lumbar lordosis is convex anteriorly, so the mean horizontal offset of the
-        five body centres from the chord joining the L1 and L5 centres points to
-        the anterior side. If the centres are nearly collinear (mean offset within
-        1 % of the chord length), the S1 upper end plate decides instead: the
-        sacrum tilts forward, so its lower corner is the anterior one.
+        ``"auto"`` (default) takes the side the lumbar curve bulges towards, or
+        where the spine is nearly straight the side the S1 end plate tilts to
+        (:func:`lumbar_core.morphometry.spine_anterior_direction`, the project's
+        one rule for it).
 
     Returns
     -------
@@ -1224,7 +1008,16 @@ def import_corner_csv(path, *, image_shape=None, anterior: str = "auto") -> dict
     if not np.all(np.diff(centres[:, 1]) > 0) or left_first[10, :, 1].mean() <= centres[4, 1]:
         raise AnnotationError(f"{source}: end plates are not ordered top to bottom "
                               f"(L1 upper first, S1 upper last)")
-    side = anterior if anterior != "auto" else _anterior_side(centres, left_first[10], source)
+    if anterior == "auto":
+        from .morphometry import spine_anterior_direction
+
+        try:
+            side = spine_anterior_direction(centres, s1_endplate=left_first[10])
+        except ValueError as exc:
+            raise AnnotationError(f"{source}: cannot tell the anterior side ({exc}); pass "
+                                  f"anterior='left' or 'right'") from exc
+    else:
+        side = anterior
     ant, post = (0, 1) if side == "left" else (1, 0)
     vertebrae = {}
     for k, level in enumerate(REQUIRED_LEVELS):
@@ -1280,19 +1073,3 @@ def _parse_corner_csv(path) -> tuple[np.ndarray, list[int]]:
         corners[i] = values[:4]
         labels.append(int(values[4]))
     return corners.reshape(_CORNER_CSV_ROWS, 2, 2), labels
-
-
-def _anterior_side(centres: np.ndarray, s1_plate: np.ndarray, source: str) -> str:
-    """"left" or "right" from the lordotic bulge of the centres, else the S1 tilt."""
-    (x1, y1), (x5, y5) = centres[0], centres[-1]
-    chord_x = x1 + (centres[:, 1] - y1) * (x5 - x1) / (y5 - y1)
-    bulge = float(np.mean(centres[:, 0] - chord_x))
-    chord_length = math.hypot(x5 - x1, y5 - y1)
-    if abs(bulge) > 0.01 * chord_length:
-        return "left" if bulge < 0 else "right"
-    (lx, ly), (rx, ry) = s1_plate  # ordered left, right
-    if abs(ly - ry) > 0.05 * abs(rx - lx):
-        return "left" if ly > ry else "right"
-    raise AnnotationError(f"{source}: cannot tell the anterior side: the L1-L5 centres are "
-                          f"nearly collinear and the S1 end plate is level; pass anterior="
-                          f"'left' or 'right'")

@@ -483,7 +483,7 @@ def refine_mask(
         return mask.copy(), {"iterations": 0, "converged": False, "reason": reason}
     g = edge_indicator(patch, sigma=params.sigma, scale=params.edge_scale)
     phi0 = np.where(mask, -params.c0, params.c0)
-    # Decision (METHOD.md section 4): fidelity lam * int (1 - 2 y_seg) H(-phi), the
+    # Decision (docs/method.md section 4): fidelity lam * int (1 - 2 y_seg) H(-phi), the
     # Chan-Vese term of the binary y_seg, not the printed lam * int y_seg H(-phi).
     fidelity = 1.0 - 2.0 * mask
     phi, info = drlse_evolve(phi0, g, params=params, fidelity=fidelity)

@@ -1,7 +1,7 @@
 """Localisation of the five lumbar centres from Pose-net confidence maps (paper 2.2).
 
 Three parts: the training targets of Pose-net (Eq. 4, 5), the peak selection that turns
-the predicted map ``yL1-5`` into five centres (the paper's steps 1-6), and a check that
+the predicted map ``yL1-5`` into five centres (docs/method.md section 2, steps 1-6), and a check that
 the five centres form a plausible lumbar spine (beyond the paper; see
 ``docs/plausibility.md``).
 """
@@ -15,7 +15,7 @@ from skimage.filters import threshold_otsu
 __all__ = ["LEVELS", "PLAUSIBILITY", "check_plausibility", "confidence_targets", "l5_sigma2",
            "select_peaks"]
 
-LEVELS = ("L1", "L2", "L3", "L4", "L5")
+from . import LEVELS  # noqa: E402  (re-exported)
 
 
 def l5_sigma2(l5_height: float) -> float:
@@ -60,7 +60,7 @@ def confidence_targets(centres, sigma2: float, shape=(512, 256)):
 
 def select_peaks(y_l15, *, window: int = 31, min_distance: int = 3,
                  score_fraction: float = 0.5, n_levels: int = 5) -> dict:
-    """Choose the five lumbar centres from ``yL1-5`` (METHOD.md section 2, steps 1-6).
+    """Choose the five lumbar centres from ``yL1-5`` (docs/method.md section 2, steps 1-6).
 
     Parameters
     ----------

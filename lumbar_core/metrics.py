@@ -19,10 +19,10 @@ References
 from __future__ import annotations
 
 import numpy as np
-from scipy.spatial.distance import cdist
 
 __all__ = [
     "LEVELS",
+    "METHODS",
     "METRIC_NAMES",
     "centre_errors",
     "confusion_counts",
@@ -31,8 +31,18 @@ __all__ = [
     "region_metrics",
 ]
 
-LEVELS = ("L1", "L2", "L3", "L4", "L5")
-"""Names of the lumbar levels, top (label 1) to bottom (label 5)."""
+from . import LEVELS  # noqa: E402  (re-exported: the one definition lives in the package)
+
+METHODS = {
+    "PN+MNet+LS": ("refined", "mnet_labels_io", True),
+    "PN+UNet+LS": ("refined", "unet_labels_io", True),
+    "PN+MNet": ("mnet", "labels_io", True),
+    "PN+UNet": ("unet", "labels_io", True),
+    "Orig MNet": ("mnet_whole", "labels_io", False),
+    "Orig UNet": ("unet_whole", "labels_io", False),
+}
+"""The six methods of the paper's Table 2, in its row order: name -> (prediction the
+method's masks come from, the label array in that file, whether it needs Pose-net)."""
 
 METRIC_NAMES = ("dice", "jaccard", "precision", "sensitivity", "specificity")
 """Keys of :func:`region_metrics`, in the order the tables print them."""
@@ -251,7 +261,7 @@ def detection_success(pred, gt) -> bool:
     ----------
     pred : (5, 2) array_like or None
         Predicted centres ``(x, y)`` of L1..L5; None when the detection failed (fewer
-        than five peaks, METHOD.md section 2, step 6).
+        than five peaks, docs/method.md section 2, step 6).
     gt : (5, 2) array_like
         Ground-truth centres ``(x, y)`` of L1..L5 in the same grid.
 
@@ -260,7 +270,7 @@ def detection_success(pred, gt) -> bool:
     bool
         True when five finite centres were found and each predicted centre is strictly
         closer to its own ground-truth centre than to any other ground-truth centre
-        (METHOD.md section 5). A swap of two levels, or a shift by one level onto a
+        (docs/method.md section 5). A swap of two levels, or a shift by one level onto a
         thoracic vertebra, is a failure even when every error is small.
 
     Raises
@@ -286,6 +296,8 @@ def detection_success(pred, gt) -> bool:
     pred = np.asarray(pred, dtype=np.float64)
     if pred.shape != gt.shape or not np.all(np.isfinite(pred)):
         return False
+    from scipy.spatial.distance import cdist  # 0.1 s to import: only where used
+
     dist = cdist(pred, gt)
     own = np.diag(dist).copy()
     np.fill_diagonal(dist, np.inf)

@@ -48,14 +48,15 @@ def _augment_kwargs(training: dict) -> dict:
             "contrast_range": tuple(aug["contrast_range"])}
 
 
-def _fit(model, train_seq, val_seq, *, loss, settings, training, out_model, out_history, log):
+def _fit(model, train_seq, val_seq, *, loss, settings, training, out_model, out_history, log,
+         epochs_csv=None):
     from .models import save_model
     from .training import train_model
 
     history = train_model(model, train_seq, val_seq, loss=loss, epochs=settings["epochs"],
                           warmup_epochs=settings["warmup_epochs"], warmup_lr=training["warmup_lr"],
                           lr=training["lr"], patience=settings["patience"], log=log,
-                          seed=training["seed"])
+                          csv_log=epochs_csv, seed=training["seed"])
     save_model(model, out_model)
     io.write_table(out_history, history)
     return history
@@ -78,7 +79,8 @@ def _heatmap_data(image_paths, point_paths):
 
 
 def run_train_posenet(image_paths, point_paths, out_model, out_history, *, train_ids, val_ids,
-                      settings: dict, training: dict, log=sys.stderr):
+                      settings: dict, training: dict, log=sys.stderr,
+                      epochs_csv=None):
     """Rule ``train_posenet``: Pose-net on the train split, early stopping on val."""
     from .models.posenet import build_posenet, posenet_loss
     from .training import HeatmapSequence, set_seed
@@ -93,7 +95,8 @@ def run_train_posenet(image_paths, point_paths, out_model, out_history, *, train
     model = build_posenet(width=settings["width"], depth=settings["depth"],
                           downsample=settings["downsample"])
     return _fit(model, train_seq, val_seq, loss=posenet_loss(), settings=settings,
-                training=training, out_model=out_model, out_history=out_history, log=log)
+                training=training, out_model=out_model, out_history=out_history, log=log,
+                epochs_csv=epochs_csv)
 
 
 def _patch_data(paths):
@@ -116,7 +119,8 @@ def _segmentation_model(arch, input_shape, num_classes, filters):
 
 
 def run_train_segmentation(arch, patch_paths, out_model, out_history, *, train_ids, val_ids,
-                           settings: dict, training: dict, log=sys.stderr):
+                           settings: dict, training: dict, log=sys.stderr,
+                           epochs_csv=None):
     """Rules ``train_mnet`` and ``train_unet``: per-vertebra patch segmentation (Eq. 7, 8)."""
     from .training import SegmentationSequence, set_seed
 
@@ -130,7 +134,8 @@ def run_train_segmentation(arch, patch_paths, out_model, out_history, *, train_i
                                      augment_kwargs=_augment_kwargs(training), **kw)
     val_seq = SegmentationSequence(*_patch_data(va), augment=False, seed=training["seed"], **kw)
     return _fit(model, train_seq, val_seq, loss=loss, settings=settings, training=training,
-                out_model=out_model, out_history=out_history, log=log)
+                out_model=out_model, out_history=out_history, log=log,
+                epochs_csv=epochs_csv)
 
 
 def _whole_data(image_paths, mask_paths):
@@ -146,7 +151,8 @@ def _whole_data(image_paths, mask_paths):
 
 
 def run_train_whole(arch, image_paths, mask_paths, out_model, out_history, *, train_ids, val_ids,
-                    settings: dict, training: dict, log=sys.stderr):
+                    settings: dict, training: dict, log=sys.stderr,
+                    epochs_csv=None):
     """Rules ``train_mnet_whole``/``train_unet_whole``: Table 2's "Original" baselines."""
     from .models.whole import build_whole_image, whole_image_loss
     from .preprocess import I_SHAPE
@@ -164,7 +170,8 @@ def run_train_whole(arch, image_paths, mask_paths, out_model, out_history, *, tr
                                      augment_kwargs=_augment_kwargs(training), **kw)
     val_seq = SegmentationSequence(*_whole_data(va_i, va_m), augment=False, seed=training["seed"], **kw)
     return _fit(model, train_seq, val_seq, loss=loss, settings=settings, training=training,
-                out_model=out_model, out_history=out_history, log=log)
+                out_model=out_model, out_history=out_history, log=log,
+                epochs_csv=epochs_csv)
 
 
 def run_pose_infer(model_path, image_paths, out_dir, *, log=sys.stderr) -> None:

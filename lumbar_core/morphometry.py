@@ -1,4 +1,4 @@
-"""Vertebral morphometry and Genant grading of compression fractures (METHOD.md section 8).
+"""Vertebral morphometry and Genant grading of compression fractures (docs/method.md section 7).
 
 The paper stops at the segmentation and names compression fracture evaluation as its
 motive; this module goes the last step. From each vertebral body mask it measures the
@@ -49,14 +49,15 @@ __all__ = [
     "heights_from_outline",
     "measure_spine",
     "spine_anterior_direction",
+    "MIN_LORDOSIS_BULGE",
+    "MIN_S1_TILT",
     "vertebral_heights",
 ]
 
 GRADE_BOUNDS = (0.20, 0.25, 0.40)
 """Height reductions that open Genant grades 1 (mild), 2 (moderate) and 3 (severe)."""
 
-LEVELS = ("L1", "L2", "L3", "L4", "L5")
-"""Names of the lumbar levels, top (label 1) to bottom (label 5)."""
+from . import LEVELS  # noqa: E402  (re-exported)
 
 POINT_NAMES = (
     "upper_anterior",
@@ -283,13 +284,25 @@ def body_axis(mask, *, anterior=None, trim: float = 0.1) -> dict:
     return {"centre": centre, "up": up, "ap_axis": ap, "anterior": signed}
 
 
-def spine_anterior_direction(centres) -> str:
+#: Smallest lordotic bulge that tells the anterior side: the mean horizontal offset of the
+#: inner centres from the chord, as a fraction of the chord's length.
+MIN_LORDOSIS_BULGE = 0.01
+
+#: Smallest forward tilt of the S1 upper end plate that tells the anterior side: the height
+#: difference of its corners as a fraction of their horizontal distance.
+MIN_S1_TILT = 0.05
+
+
+def spine_anterior_direction(centres, *, s1_endplate=None) -> str:
     """Which image side is anterior, from the lordosis of the lumbar spine.
 
     Parameters
     ----------
     centres : (N, 2) array_like of float
         Vertebral centres (x, y), N >= 3, for example L1..L5; their order does not matter.
+    s1_endplate : (2, 2) array_like of float, optional
+        The two corners (x, y) of the S1 upper end plate, in either order. Used only when
+        the centres are too straight to tell (default None: then that raises).
 
     Returns
     -------
@@ -300,19 +313,28 @@ def spine_anterior_direction(centres) -> str:
     ------
     ValueError
         Fewer than 3 finite centres, centres all at one height, or a straight spine
-        (the side is then undetermined: pass ``anterior`` explicitly).
+        (bulge below :data:`MIN_LORDOSIS_BULGE`) without a tilted S1 end plate (tilt
+        below :data:`MIN_S1_TILT`): the side is then undetermined, pass ``anterior``
+        explicitly.
 
     Notes
     -----
     The lumbar lordosis makes the spine convex anteriorly: the middle centres lie on the
     anterior side of the chord from the top centre to the bottom one. The mean
     horizontal offset of the inner centres from that chord (at their own height) gives
-    the side. A spine that has lost its lordosis (flat back, kyphosis) defeats the rule;
-    an annotation's ``anterior`` field should then be used instead.
+    the side when it exceeds 1 % of the chord's length. Otherwise the sacrum decides: it
+    tilts forward, so the lower corner of the S1 upper end plate is the anterior one. A
+    spine that has lost its lordosis (flat back, kyphosis) defeats the rule; an
+    annotation's ``anterior`` field should then be used instead. This one rule serves
+    both the corner-point importer (:func:`lumbar_core.io.import_corner_csv`) and the
+    measurement of predicted masks.
 
     Examples
     --------
     >>> spine_anterior_direction([[100, 0], [90, 30], [86, 60], [90, 90], [100, 120]])
+    'left'
+    >>> spine_anterior_direction([[100, 0], [100, 30], [100, 60]],
+    ...                          s1_endplate=[[80, 100], [120, 90]])
     'left'
     """
     pts = np.asarray(centres, dtype=float)
@@ -327,9 +349,19 @@ def spine_anterior_direction(centres) -> str:
         raise ValueError("centres all lie at one height; the spine's chord is undefined")
     inner = pts[1:-1]
     offset = float(np.mean(inner[:, 0] - (x0 + (inner[:, 1] - y0) * (x1 - x0) / (y1 - y0))))
-    if abs(offset) < 1e-9 * max(1.0, abs(y1 - y0)):
-        raise ValueError("the centres lie on a straight line: the anterior side is undetermined")
-    return "left" if offset < 0 else "right"
+    if abs(offset) > MIN_LORDOSIS_BULGE * float(np.hypot(x1 - x0, y1 - y0)):
+        return "left" if offset < 0 else "right"
+    if s1_endplate is not None:
+        plate = np.asarray(s1_endplate, dtype=float)
+        if plate.shape != (2, 2) or not np.all(np.isfinite(plate)):
+            raise ValueError(f"s1_endplate must be two finite points (x, y); got {s1_endplate!r}")
+        (lx, ly), (rx, ry) = plate[np.argsort(plate[:, 0], kind="stable")]
+        if abs(ly - ry) > MIN_S1_TILT * abs(rx - lx):
+            return "left" if ly > ry else "right"
+        raise ValueError("the centres lie nearly on a straight line and the S1 end plate is "
+                         "level: the anterior side is undetermined")
+    raise ValueError("the centres lie nearly on a straight line: the anterior side is "
+                     "undetermined")
 
 
 # ------------------------------------------------------------------------ the heights

@@ -59,7 +59,7 @@ _GENANT_TYPES = ("wedge", "biconcave", "crush")
 # Genant semi-quantitative grades [1]_: height reduction ranges (fractions).
 _GENANT_RANGE = {1: (0.20, 0.25), 2: (0.25, 0.40), 3: (0.40, 0.60)}
 _GENANT_MARGIN = 0.006
-# Adult body sizes in mm (PHANTOM.md): posterior height, anterior height, depth.
+# Adult body sizes in mm (docs/method.md section 8): posterior height, anterior height, depth.
 _BODY_MM = {"T9": (21.0, 19.5, 27.0), "T10": (22.0, 20.5, 28.0), "T11": (23.0, 21.5, 29.0),
             "T12": (24.5, 23.0, 30.5), "L1": (27.0, 25.0, 33.0), "L2": (27.5, 26.0, 34.0),
             "L3": (27.5, 27.0, 35.5), "L4": (27.0, 28.0, 36.5), "L5": (26.0, 29.0, 37.5)}
@@ -74,8 +74,6 @@ _WORK_MM = 0.45  # target size of a working-grid pixel
 _OVERRIDES = ("shape", "pixel_spacing_mm", "anterior", "rotation_deg", "lordosis_deg",
               "fractures", "osteoporosis", "spondylolisthesis", "n_gas", "collimation",
               "marker")
-_SHEET_COLUMNS = ("image_id", "image", "annotation", "split", "modality", "group",
-                  "pixel_spacing_mm")
 _STYLES = ("classic", "film")
 # Spine geometry of real lateral lumbar films: BUU-LSPINE lateral set, 100 annotated
 # films ("BUU-LSPINE: A Thai Open Lumbar Spine Dataset for Spondylolisthesis
@@ -357,6 +355,7 @@ def write_demo_cohort(out_dir, *, seed: int = 0, n_train: int = 60, n_val: int =
     if style not in _STYLES:
         raise ValueError(f"style must be 'classic' or 'film'; got {style!r}")
     from lumbar_core import io as lio
+    from lumbar_core.cohort import COLUMNS as _SHEET_COLUMNS
 
     out = pathlib.Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -395,6 +394,7 @@ def _cohort_draw(seed: int, split_code: int, k: int) -> dict:
 def _write_one(out_dir, seed, difficulty, number, split_code, split, k, style="classic"):
     """Render and write image ``k`` of a split; returns its sample-sheet row."""
     from lumbar_core import io as lio
+    from lumbar_core import phantom_io as pio
 
     plan = _cohort_draw(seed, split_code, k)
     image, ann, _ = render_phantom(plan["seed"], modality=plan["modality"],
@@ -405,7 +405,7 @@ def _write_one(out_dir, seed, difficulty, number, split_code, split, k, style="c
     spacing = ann["pixel_spacing_mm"]
     if plan["modality"] == "DR":
         name = f"images/{image_id}." + ("tif" if plan["tiff"] else "png")
-        (lio.write_tiff if plan["tiff"] else lio.write_png16)(out / name, image)
+        (pio.write_tiff if plan["tiff"] else pio.write_png16)(out / name, image)
     else:
         name = f"images/{image_id}.dcm"
         # MONOCHROME1: read_image computes slope * (2**bits - 1 - stored); see docstring.
@@ -413,8 +413,8 @@ def _write_one(out_dir, seed, difficulty, number, split_code, split, k, style="c
                     "rescale_intercept": -1024.0, "bits_stored": 14} if plan["monochrome1"]
                    else {"photometric": "MONOCHROME2", "rescale_slope": 1.0,
                          "rescale_intercept": 0.0, "bits_stored": 12})
-        stored = lio.dicom_stored_values(image, **options)
-        lio.write_dicom(out / name, stored, pixel_spacing_mm=spacing, **options)
+        stored = pio.dicom_stored_values(image, **options)
+        pio.write_dicom(out / name, stored, pixel_spacing_mm=spacing, **options)
     annotation = f"annotations/{image_id}.json"
     lio.write_annotation(out / annotation, ann)
     return (image_id, name, annotation, split, plan["modality"],

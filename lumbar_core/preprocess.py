@@ -35,7 +35,7 @@ __all__ = [
     "resize_image",
 ]
 
-#: Shape (rows, cols) of the original-space image ``Io`` (METHOD.md section 1).
+#: Shape (rows, cols) of the original-space image ``Io`` (docs/method.md section 1).
 IO_SHAPE = (3072, 1536)
 #: Shape (rows, cols) of the Pose-net input ``I``.
 I_SHAPE = (512, 256)

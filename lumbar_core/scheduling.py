@@ -15,16 +15,28 @@ after the rate limit was reached, or while waiting for queue input):
 :func:`coalesce_reevaluation_timers` replaces the method by one that keeps a single
 pending timer per scheduler, moved earlier when a shorter delay is asked for. The timer
 is a daemon thread, so a finished run exits when its last job ends instead of when its
-last timer fires. The workflow applies it when it is parsed (``rules/common.smk``); on a
-Snakemake without the method it changes nothing.
+last timer fires. The workflow applies it when it is parsed (``rules/common.smk``).
+
+The method is private (and misspelt) in Snakemake, so the patch is applied only to the
+Snakemake versions it was tested on, :data:`TESTED_SNAKEMAKE`; on any other version it
+warns and changes nothing, so a renamed or rewritten method can neither silently drop the
+fix nor stall scheduling. ``pyproject.toml`` pins Snakemake to the same range. To widen
+it, run ``tests/test_scheduling.py`` on the new version (it runs a real Snakemake and
+checks the timers left at the end) and update both. ``docs/snakemake-timer-report.md``
+is the upstream report of the behaviour.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import warnings
 
-__all__ = ["coalesce_reevaluation_timers"]
+__all__ = ["TESTED_SNAKEMAKE", "coalesce_reevaluation_timers"]
+
+#: Snakemake versions the patch was tested on (a PEP 440 specifier; the same range as the
+#: ``snakemake`` dependency in ``pyproject.toml``).
+TESTED_SNAKEMAKE = ">=9.27.1,<9.28"
 
 _METHOD = "_schedule_reevalutation"  # sic, Snakemake's spelling
 _MARK = "_lumbar_coalesced"
@@ -58,7 +70,7 @@ def _schedule_one(self, delay) -> None:
 setattr(_schedule_one, _MARK, True)
 
 
-def coalesce_reevaluation_timers(scheduler_class=None) -> bool:
+def coalesce_reevaluation_timers(scheduler_class=None, *, version=None) -> bool:
     """Patch ``scheduler_class._schedule_reevalutation`` to keep one pending timer.
 
     Parameters
@@ -67,21 +79,47 @@ def coalesce_reevaluation_timers(scheduler_class=None) -> bool:
         The class to patch; default Snakemake's
         ``snakemake.scheduling.job_scheduler.JobScheduler``. Its instances must have
         the ``_open_jobs`` semaphore whose release starts a scheduling pass.
+    version : str, optional
+        The Snakemake version the class belongs to; default the installed
+        ``snakemake.__version__``. The patch is applied only when it lies in
+        :data:`TESTED_SNAKEMAKE`.
 
     Returns
     -------
     patched : bool
-        True when the method is (now or already) the coalescing one; False when the
-        class or the method does not exist (another Snakemake version), in which case
-        nothing was changed.
+        True when the method is (now or already) the coalescing one. False, with a
+        ``RuntimeWarning`` and nothing changed, when the version lies outside
+        :data:`TESTED_SNAKEMAKE` or the class has no such method.
     """
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import InvalidVersion, Version
+
     if scheduler_class is None:
         try:
+            import snakemake
             from snakemake.scheduling.job_scheduler import JobScheduler as scheduler_class
         except ImportError:
+            warnings.warn("Snakemake's JobScheduler not found: scheduler timers not coalesced",
+                          RuntimeWarning, stacklevel=2)
+            return False
+        if version is None:
+            version = snakemake.__version__
+    if version is not None:
+        try:
+            tested = Version(str(version)) in SpecifierSet(TESTED_SNAKEMAKE)
+        except InvalidVersion:
+            tested = False
+        if not tested:
+            warnings.warn(
+                f"Snakemake {version} is outside the versions the scheduler-timer patch was "
+                f"tested on ({TESTED_SNAKEMAKE}): running without it (expect snakemake "
+                "itself to use more CPU while many jobs wait)",
+                RuntimeWarning, stacklevel=2)
             return False
     method = getattr(scheduler_class, _METHOD, None)
     if method is None:
+        warnings.warn(f"{scheduler_class.__qualname__} has no {_METHOD}: scheduler timers "
+                      "not coalesced", RuntimeWarning, stacklevel=2)
         return False
     if not getattr(method, _MARK, False):
         setattr(scheduler_class, _METHOD, _schedule_one)

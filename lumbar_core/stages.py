@@ -27,8 +27,10 @@ import numpy as np
 from skimage import draw
 
 from . import io
+from . import LEVELS
 from .crop import crop_boxes, extract_patches, keep_centre_component, paste_masks
-from .localize import LEVELS, check_plausibility, select_peaks
+from .localize import check_plausibility, select_peaks
+from .metrics import METHODS
 from .preprocess import Geometry, preprocess_image, resize_image, resize_to_i
 
 __all__ = [
@@ -238,8 +240,8 @@ def run_train_patches(io_path, points_path, masks_path, out, *, image_id: str, s
 
     As the paper does, the centres are perturbed with Gaussian noise (std ``jitter_px`` in
     ``Io`` pixels) to mimic test-time localisation error; the boxes follow the perturbed
-    centres. The target of each patch is the mask of its centre vertebra only (METHOD.md
-    Decision).
+    centres. The target of each patch is the mask of its centre vertebra only (a decision,
+    docs/method.md section 3).
     """
     image, record = load_io(io_path)
     points = io.read_json(points_path)
@@ -399,15 +401,11 @@ def run_levelset(crop_path, method_paths: dict, geometry_path, out, *, params: d
 
 # --------------------------------------------------------------------------- 3.3
 
-#: Table 2's rows: method name -> (array key in its file, needs Pose-net).
-METHODS = {
-    "Orig UNet": ("unet_whole", "labels_io", False),
-    "Orig MNet": ("mnet_whole", "labels_io", False),
-    "PN+UNet": ("unet", "labels_io", True),
-    "PN+MNet": ("mnet", "labels_io", True),
-    "PN+UNet+LS": ("refined", "unet_labels_io", True),
-    "PN+MNet+LS": ("refined", "mnet_labels_io", True),
-}
+#: Table 2's methods in the order the per-image rows list them: baselines first.
+_ROW_ORDER = tuple(reversed(METHODS))
+
+#: The predictions ``run_metrics`` reads besides the refined masks: one npz per method.
+PREDICTION_SOURCES = tuple(dict.fromkeys(src for src, _, _ in METHODS.values()))
 
 
 def run_metrics(image_id: str, points_path, masks_path, peaks_path, prediction_paths: dict,
@@ -433,7 +431,7 @@ def run_metrics(image_id: str, points_path, masks_path, peaks_path, prediction_p
              for lv in LEVELS]))
         io.write_table(out_segmentation, pd.DataFrame(
             [{"image_id": image_id, "method": m, "level": "all", "status": f"excluded: {reason}"}
-             for m in METHODS]))
+             for m in _ROW_ORDER]))
         return
     gt_io = np.array(points["centres_io"])
     detected = peaks.get("status") == "ok"
@@ -459,7 +457,8 @@ def run_metrics(image_id: str, points_path, masks_path, peaks_path, prediction_p
          "success": success, "status": status, "plausible": plausible}))
     gt = io.load_npz(masks_path)["io"]
     rows = []
-    for method, (source, key, two_stage) in METHODS.items():
+    for method in _ROW_ORDER:
+        source, key, two_stage = METHODS[method]
         data = io.load_npz(prediction_paths[source])
         if two_stage and not detected:
             pred, row_status = np.zeros_like(gt), "detection failed"
@@ -761,7 +760,6 @@ def run_fracture_figure(morphometry_path, inputs: dict, out_stem, *, n: int = 6)
     """
     import pandas as pd
 
-    from .localize import LEVELS as _LEVELS
     from .plots import plot_fracture_examples
     from .preprocess import normalise_intensity
 
@@ -781,7 +779,7 @@ def run_fracture_figure(morphometry_path, inputs: dict, out_stem, *, n: int = 6)
         truth = f", annotated {int(row['true_grade'])} {row['true_type']}" if pd.notna(
             row.get("true_grade")) else ""
         examples.append({"image": normalise_intensity(raw),
-                         "mask": labels == _LEVELS.index(row["level"]) + 1, "row": row,
+                         "mask": labels == LEVELS.index(row["level"]) + 1, "row": row,
                          "title": f"{row['image_id']} {row['level']}: grade {int(row['grade'])} "
                                   f"{row['type']}{truth}"})
     plot_fracture_examples(examples, out_stem)

@@ -29,7 +29,7 @@ import pandas as pd
 from scipy import stats
 
 from .io import atomic_path
-from .metrics import LEVELS, METRIC_NAMES
+from .metrics import LEVELS, METHODS, METRIC_NAMES
 
 __all__ = [
     "METHODS",
@@ -41,9 +41,6 @@ __all__ = [
     "table2",
     "write_table",
 ]
-
-METHODS = ("PN+MNet+LS", "PN+UNet+LS", "PN+MNet", "PN+UNet", "Orig MNet", "Orig UNet")
-"""The six methods of the paper's Table 2, in its row order."""
 
 STRATA = ("all", "DR", "CR", "normal", "abnormal")
 """Rows of each summary: every image, then by ``modality``, then by ``group``. Images whose
@@ -100,7 +97,7 @@ _STATS = ("mean", "sd", "ci_low", "ci_high")
 # ----------------------------------------------------------------------------- statistics
 def bootstrap_ci(values, *, n_boot: int = 2000, seed: int = 0,
                  level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of the mean.
+    """Percentile bootstrap confidence interval of the mean (``scipy.stats.bootstrap``).
 
     Parameters
     ----------
@@ -138,15 +135,17 @@ def bootstrap_ci(values, *, n_boot: int = 2000, seed: int = 0,
     x = x[~np.isnan(x)]
     if x.size == 0:
         return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    # Resample in chunks so that memory stays bounded for long samples.
-    chunk = max(1, min(int(n_boot), 2_000_000 // x.size))
-    means = np.concatenate([
-        x[rng.integers(0, x.size, size=(min(chunk, n_boot - start), x.size))].mean(axis=1)
-        for start in range(0, int(n_boot), chunk)
-    ])
+    if x.size == 1:
+        return float(x[0]), float(x[0])
+    # Resample in batches so that memory stays bounded for long samples.
+    batch = max(1, min(int(n_boot), 2_000_000 // x.size))
+    result = stats.bootstrap((x,), np.mean, n_resamples=int(n_boot), batch=batch,
+                             vectorized=True, axis=-1, confidence_level=level,
+                             method="percentile", rng=np.random.default_rng(seed))
+    # The interval from scipy's resampled means at the levels themselves: scipy's own
+    # interval passes them as percentages, which moves the bounds by up to 2 ulp.
     alpha = (1.0 - level) / 2.0
-    low, high = np.quantile(means, [alpha, 1.0 - alpha])
+    low, high = np.quantile(result.bootstrap_distribution, [alpha, 1.0 - alpha])
     return float(low), float(high)
 
 
@@ -262,7 +261,7 @@ def table1(loc_rows, sheet, *, n_boot: int = 2000, seed: int = 0,
     Notes
     -----
     The errors are averaged over the images whose detection succeeded (five centres,
-    each nearest its own ground-truth centre; METHOD.md section 5), as the paper does;
+    each nearest its own ground-truth centre; docs/method.md section 5), as the paper does;
     the others count only against the success rate. Level ``all`` pools the five levels
     (mean and SD over ``5 n`` errors); its confidence interval resamples images (the
     mean of an image's five errors), since the errors of one image are not independent.
@@ -538,8 +537,7 @@ def _fmt_number(value, name: str, decimals: int) -> str:
     return str(value)
 
 
-def _format_cells(df: pd.DataFrame, *, pm: str, decimals: int,
-                  escape) -> tuple[pd.DataFrame, list[str]]:
+def _format_cells(df: pd.DataFrame, *, pm: str, decimals: int) -> tuple[pd.DataFrame, list[str]]:
     """One string cell per column or per ``q_mean/_sd/_ci_low/_ci_high`` group.
 
     Also returns the labels of the columns (or groups) left out for having no value.
@@ -569,26 +567,45 @@ def _format_cells(df: pd.DataFrame, *, pm: str, decimals: int,
                         and pd.notna(r[group["ci_low"]]) and pd.notna(r[group["ci_high"]])):
                     t += f" [{f.format(r[group['ci_low']])}, {f.format(r[group['ci_high']])}]"
                 texts.append(t)
-            cells[escape(_label(base))] = texts
+            cells[_label(base)] = texts
         else:
             used.add(col)
             if df[col].isna().all():
                 dropped.append(_label(col))
                 continue
-            cells[escape(_label(col))] = [escape(_fmt_number(v, col, decimals))
-                                          for v in df[col]]
+            cells[_label(col)] = [_fmt_number(v, col, decimals) for v in df[col]]
     return pd.DataFrame(cells), dropped
 
 
+# Characters that pandas' LaTeX escaping (``Styler.format(escape="latex")``) leaves alone:
+# set after it, as text-mode LaTeX.
+_LATEX_AFTER_PANDAS = {"|": r"\textbar{}", "±": r"$\pm$", "×": r"$\times$"}
+_LATEX_AFTER_PANDAS_RE = re.compile("|".join(re.escape(k) for k in _LATEX_AFTER_PANDAS))
+# For the caption and the notes, which pandas does not escape: the same characters as
+# pandas' escaping, then the ones above.
 _LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
                    "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-                   "^": r"\textasciicircum{}", "|": r"\textbar{}", "±": r"$\pm$",
-                   "×": r"$\times$"}
+                   "^": r"\textasciicircum{}", **_LATEX_AFTER_PANDAS}
 _LATEX_RE = re.compile("|".join(re.escape(k) for k in _LATEX_SPECIALS))
 
 
 def _latex_escape(text: str) -> str:
+    """Text-mode LaTeX of a caption or a note."""
     return _LATEX_RE.sub(lambda m: _LATEX_SPECIALS[m.group(0)], str(text))
+
+
+def _latex_after_pandas(text: str) -> str:
+    return _LATEX_AFTER_PANDAS_RE.sub(lambda m: _LATEX_AFTER_PANDAS[m.group(0)], str(text))
+
+
+def _to_latex(cells: pd.DataFrame, *, caption: str) -> str:
+    """The LaTeX table of formatted text cells: pandas' ``Styler.to_latex`` escapes
+    the cells and the headers (booktabs rules, one left-aligned column each)."""
+    styler = (cells.style.hide(axis="index")
+              .format(escape="latex", formatter=_latex_after_pandas)
+              .format_index(escape="latex", formatter=_latex_after_pandas, axis=1))
+    return styler.to_latex(caption=_latex_escape(caption), hrules=True,
+                           column_format="l" * cells.shape[1])
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -640,8 +657,7 @@ def write_table(df, stem, *, title: str, notes=(), decimals: int = 2) -> list[Pa
         raise ValueError(f"decimals must be a non-negative integer; got {decimals!r}")
     stem = Path(stem)
     csv_path, md_path, tex_path = (Path(f"{stem}{ext}") for ext in (".csv", ".md", ".tex"))
-    md_cells, dropped = _format_cells(df, pm=" ± ", decimals=decimals, escape=str)
-    tex_cells, _ = _format_cells(df, pm=r" $\pm$ ", decimals=decimals, escape=_latex_escape)
+    md_cells, dropped = _format_cells(df, pm=" ± ", decimals=decimals)
     all_notes = [str(n) for n in (*df.attrs.get("notes", ()), *notes)]
     if dropped:
         all_notes.append("Left out here for having no value (the CSV keeps them): "
@@ -654,8 +670,7 @@ def write_table(df, stem, *, title: str, notes=(), decimals: int = 2) -> list[Pa
         md += ["Notes:", ""] + [f"- {n}" for n in all_notes] + [""]
     _write_text(md_path, "\n".join(md))
 
-    tex = tex_cells.to_latex(index=False, escape=False, caption=_latex_escape(title),
-                             column_format="l" * tex_cells.shape[1])
+    tex = _to_latex(md_cells, caption=title)
     if all_notes:
         body = "\n".join([r"\par\smallskip\footnotesize"]
                          + [_latex_escape(n) + r"\par" for n in all_notes])

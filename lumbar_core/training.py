@@ -414,53 +414,6 @@ class SegmentationSequence(_AugmentedSequence):
         return x, {name: onehot for name in self.output_names}
 
 
-class _WarmupEarlyStopping(keras.callbacks.Callback):
-    """Warm-up learning rate, early stopping after warm-up, best weights, epoch log."""
-
-    def __init__(self, *, warmup_epochs, warmup_lr, lr, patience, min_delta, epochs, log):
-        super().__init__()
-        self.warmup_epochs, self.warmup_lr, self.lr = warmup_epochs, warmup_lr, lr
-        self.patience, self.min_delta, self.epochs, self.log = patience, min_delta, epochs, log
-        self.rows, self.best, self.best_epoch, self.best_weights, self.wait = [], np.inf, None, None, 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._lr = self.warmup_lr if epoch < self.warmup_epochs else self.lr
-        self.model.optimizer.learning_rate = self._lr
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        seconds = time.perf_counter() - self._start
-        lr = self._lr
-        loss, val_loss = float(logs.get("loss", np.nan)), float(logs.get("val_loss", np.nan))
-        # Each output's own loss too (e.g. ``y_l5_loss`` and ``val_y_l5_loss`` of the
-        # Pose-net), so that a stage that does not learn shows in the history.
-        outputs = {key: float(value) for key, value in sorted(logs.items())
-                   if key.endswith("_loss") and key not in ("loss", "val_loss")}
-        self.rows.append(
-            {"epoch": epoch + 1, "loss": loss, "val_loss": val_loss, "lr": lr, "seconds": seconds,
-             **outputs}
-        )
-        if val_loss < self.best - self.min_delta:
-            self.best, self.best_epoch, self.wait = val_loss, epoch + 1, 0
-            self.best_weights = self.model.get_weights()
-        elif epoch >= self.warmup_epochs:
-            # Patience counts only epochs after the warm-up: never stop during warm-up.
-            self.wait += 1
-            if self.wait >= self.patience:
-                self.model.stop_training = True
-        if self.log is not None:
-            self.log.write(
-                f"epoch {epoch + 1}/{self.epochs} loss {loss:.6g} val_loss {val_loss:.6g} "
-                f"lr {lr:.3g} seconds {seconds:.1f}\n"
-            )
-            self.log.flush()
-
-    def on_train_end(self, logs=None):
-        if self.best_weights is not None:
-            self.model.set_weights(self.best_weights)
-
-
 def train_model(
     model: keras.Model,
     train_data,
@@ -474,9 +427,16 @@ def train_model(
     patience: int = 10,
     min_delta: float = 0.0,
     log=None,
+    csv_log=None,
     seed: int = 0,
 ) -> pd.DataFrame:
     """Train a model with Adam, a learning-rate warm-up and early stopping (paper 3.2).
+
+    Keras callbacks do the work: ``LearningRateScheduler`` (``warmup_lr`` for the first
+    ``warmup_epochs`` epochs, then ``lr``), ``EarlyStopping(start_from_epoch=warmup_epochs,
+    restore_best_weights=True)`` (patience counts only after the warm-up) and optionally
+    ``CSVLogger``. The best epoch is the one of lowest validation loss over the whole run,
+    warm-up included: the stopping rule starts from the warm-up's best.
 
     Parameters
     ----------
@@ -507,6 +467,9 @@ def train_model(
         Smallest decrease of the validation loss that counts as improvement. Default 0.
     log : text stream, optional
         Receives one line per epoch (epoch, loss, val_loss, lr, seconds). Default None.
+    csv_log : str or os.PathLike, optional
+        A CSV file that Keras' ``CSVLogger`` writes one row per epoch to while training
+        runs (every logged loss and the learning rate). Default None.
     seed : int, optional
         Passed to :func:`set_seed` before training. Default 0.
 
@@ -536,26 +499,75 @@ def train_model(
         raise ValueError(f"min_delta must be >= 0. Received: min_delta={min_delta!r}")
 
     set_seed(seed)
-    callback = _WarmupEarlyStopping(
-        warmup_epochs=int(warmup_epochs),
-        warmup_lr=float(warmup_lr),
-        lr=float(lr),
-        patience=int(patience),
-        min_delta=float(min_delta),
-        epochs=int(epochs),
-        log=log,
-    )
-    first_lr = warmup_lr if warmup_epochs > 0 else lr
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=first_lr), loss=loss)
-    fit_kwargs = {"epochs": int(epochs), "callbacks": [callback], "verbose": 0}
+    warmup_epochs, epochs = int(warmup_epochs), int(epochs)
+
+    def schedule(epoch, current=None):
+        return float(warmup_lr) if epoch < warmup_epochs else float(lr)
+
+    # Best weights over every epoch, warm-up included (paper: "stopping when the validation
+    # loss stops decreasing"; a warm-up epoch may be the best). It never stops the run.
+    best_overall = keras.callbacks.EarlyStopping(
+        monitor="val_loss", mode="min", min_delta=min_delta, patience=epochs + 1,
+        restore_best_weights=True)
+    # Patience counts only the epochs after the warm-up (start_from_epoch).
+    stopping = keras.callbacks.EarlyStopping(
+        monitor="val_loss", mode="min", min_delta=min_delta, patience=int(patience),
+        start_from_epoch=warmup_epochs, restore_best_weights=True)
+
+    def end_of_warmup(epoch, logs):
+        # After the warm-up the stopping rule starts from the warm-up's best, not from
+        # scratch: an epoch after it improves only if it beats every epoch before.
+        if epoch == warmup_epochs - 1 and best_overall.best_weights is not None:
+            stopping.best = best_overall.best
+            stopping.best_epoch = best_overall.best_epoch
+            stopping.best_weights = best_overall.best_weights
+
+    seconds = []
+    timer = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: seconds.append(-time.perf_counter()),
+        on_epoch_end=lambda epoch, logs: seconds.__setitem__(-1, seconds[-1] + time.perf_counter()))
+    callbacks = [keras.callbacks.LearningRateScheduler(schedule), timer, best_overall,
+                 keras.callbacks.LambdaCallback(on_epoch_end=end_of_warmup), stopping]
+    if log is not None:
+        callbacks.append(keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs: _log_epoch(log, epoch, epochs, logs,
+                                                        schedule(epoch), seconds[-1])))
+    if csv_log is not None:
+        callbacks.append(keras.callbacks.CSVLogger(str(csv_log)))
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=schedule(0)), loss=loss)
+    fit_kwargs = {"epochs": epochs, "callbacks": callbacks, "verbose": 0}
     if isinstance(train_data, tuple):
         x, y = train_data
         fit_kwargs.update(x=x, y=y, batch_size=4, shuffle=True)
     else:
         fit_kwargs.update(x=train_data)
-    model.fit(validation_data=val_data, **fit_kwargs)
+    logged = model.fit(validation_data=val_data, **fit_kwargs).history
+    # The weights kept: the stopping rule's best once the warm-up is over, else the
+    # warm-up's best (both callbacks restore theirs at the end, in this order).
+    kept = stopping if stopping.best_weights is not None else best_overall
+    n = len(logged["loss"])
     fixed = ["epoch", "loss", "val_loss", "lr", "seconds"]
-    outputs = sorted({key for row in callback.rows for key in row} - set(fixed))
-    history = pd.DataFrame(callback.rows, columns=fixed + outputs)
-    history.insert(len(fixed), "best", history["epoch"] == callback.best_epoch)
+    # Each output's own loss too (e.g. ``y_l5_loss`` and ``val_y_l5_loss`` of the
+    # Pose-net), so that a stage that does not learn shows in the history.
+    outputs = sorted(key for key in logged
+                     if key.endswith("_loss") and key not in ("loss", "val_loss"))
+    history = pd.DataFrame({
+        "epoch": np.arange(1, n + 1),
+        "loss": np.asarray(logged["loss"], dtype=float),
+        "val_loss": np.asarray(logged.get("val_loss", [np.nan] * n), dtype=float),
+        "lr": [schedule(e) for e in range(n)],
+        "seconds": seconds[:n],
+        **{key: np.asarray(logged[key], dtype=float) for key in outputs},
+    }, columns=fixed + outputs)
+    best_epoch = kept.best_epoch + 1 if kept.best_weights is not None else None
+    history.insert(len(fixed), "best", history["epoch"] == best_epoch)
     return history
+
+
+def _log_epoch(log, epoch, epochs, logs, lr, seconds) -> None:
+    """One line of the training log per epoch."""
+    loss = float(logs.get("loss", np.nan))
+    val_loss = float(logs.get("val_loss", np.nan))
+    log.write(f"epoch {epoch + 1}/{epochs} loss {loss:.6g} val_loss {val_loss:.6g} "
+              f"lr {lr:.3g} seconds {seconds:.1f}\n")
+    log.flush()

@@ -13,8 +13,14 @@ from lumbar_core.scheduling import coalesce_reevaluation_timers
 
 export_library_path(workflow.basedir)
 # Snakemake 9 starts one endless 1 s re-selection timer per job that finishes while others
-# wait; hundreds of them took up to most of a core on 2-core runs. Keep one.
-coalesce_reevaluation_timers()
+# wait; hundreds of them took up to most of a core on 2-core runs. Keep one (only on the
+# Snakemake versions the patch was tested on; elsewhere it warns and the run goes on).
+SCHEDULER_PATCHED = coalesce_reevaluation_timers()
+if not SCHEDULER_PATCHED:
+    print(
+        "lumbar-xray-seg: Snakemake's scheduler timers are not coalesced on this version",
+        file=sys.stderr,
+    )
 
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 

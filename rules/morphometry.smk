@@ -44,6 +44,7 @@ rule fracture_figure:
     """Fractured vertebrae (pipeline grade >= 1) with their measured heights drawn on them."""
     input:
         rows="results/tables/morphometry.tsv",
+        images=[IMAGE[i] for i in PRED_IDS],
         refined=per_image("results/levelset_refine/{image_id}.npz", PRED_IDS),
     output:
         png=report(
@@ -60,6 +61,6 @@ rule fracture_figure:
     resources:
         mem_mb=4000,
     params:
-        images={i: IMAGE[i] for i in PRED_IDS},
+        image_ids=PRED_IDS,
     script:
         "../workflow_scripts/fracture_figure.py"

@@ -20,7 +20,7 @@ rule pose_infer:
 
 
 rule select_peaks:
-    """METHOD.md 2, steps 1-6: five centres from yL1-5, mapped to Io and the input,
+    """docs/method.md section 2, steps 1-6: five centres from yL1-5, mapped to Io and the input,
     and whether they form a plausible lumbar spine (annotated images stay evaluated)."""
     input:
         maps=shard_dir("posenet", "pose_infer"),

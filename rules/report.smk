@@ -46,6 +46,7 @@ rule overlays:
     """Per-image overlays: best, worst and median test images (or the first unlabelled ones)."""
     input:
         segmentation=per_image("results/metrics/{image_id}.segmentation.tsv", EVAL_IDS),
+        images=[IMAGE[i] for i in PRED_IDS],
         points=per_image("results/ground_truth/{image_id}.json", EVAL_IDS),
         peaks=per_image("results/select_peaks/{image_id}.json", PRED_IDS),
         refined=per_image("results/levelset_refine/{image_id}.npz", PRED_IDS),
@@ -69,7 +70,7 @@ rule overlays:
         mem_mb=4000,
     params:
         n=config["evaluation"]["overlays"],
-        images={i: IMAGE[i] for i in PRED_IDS},
+        image_ids=PRED_IDS,
         annotated=EVAL_IDS,
         shard_of=SHARD_OF,
     script:

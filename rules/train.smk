@@ -11,7 +11,8 @@ rule train_posenet:
         model="results/models/posenet.keras",
         history="results/models/posenet.history.csv",
     log:
-        "logs/train_posenet.log",
+        main="logs/train_posenet.log",
+        epochs="logs/train_posenet.epochs.csv",
     benchmark:
         "results/benchmarks/train_posenet.tsv"
     conda:
@@ -61,7 +62,8 @@ rule train_mnet:
         model="results/models/mnet.keras",
         history="results/models/mnet.history.csv",
     log:
-        "logs/train_mnet.log",
+        main="logs/train_mnet.log",
+        epochs="logs/train_mnet.epochs.csv",
     benchmark:
         "results/benchmarks/train_mnet.tsv"
     conda:
@@ -88,7 +90,8 @@ rule train_unet:
         model="results/models/unet.keras",
         history="results/models/unet.history.csv",
     log:
-        "logs/train_unet.log",
+        main="logs/train_unet.log",
+        epochs="logs/train_unet.epochs.csv",
     benchmark:
         "results/benchmarks/train_unet.tsv"
     conda:
@@ -116,7 +119,8 @@ rule train_mnet_whole:
         model="results/models/mnet_whole.keras",
         history="results/models/mnet_whole.history.csv",
     log:
-        "logs/train_mnet_whole.log",
+        main="logs/train_mnet_whole.log",
+        epochs="logs/train_mnet_whole.epochs.csv",
     benchmark:
         "results/benchmarks/train_mnet_whole.tsv"
     conda:
@@ -144,7 +148,8 @@ rule train_unet_whole:
         model="results/models/unet_whole.keras",
         history="results/models/unet_whole.history.csv",
     log:
-        "logs/train_unet_whole.log",
+        main="logs/train_unet_whole.log",
+        epochs="logs/train_unet_whole.epochs.csv",
     benchmark:
         "results/benchmarks/train_unet_whole.tsv"
     conda:

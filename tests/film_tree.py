@@ -13,7 +13,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 
-from lumbar_core import io
+from lumbar_core import phantom_io
 
 #: Patient data written into every DICOM header; it must never reach the sheet.
 PATIENT_NAME = "Doe^Jane"
@@ -39,7 +39,7 @@ def corner_rows(*, flagged: bool = False, shift: float = 0.0) -> list[list[float
 def _dicom(path: Path, pixels, modality: str | None) -> None:
     import pydicom
 
-    io.write_dicom(path, pixels)
+    phantom_io.write_dicom(path, pixels)
     ds = pydicom.dcmread(path)
     ds.PatientName, ds.PatientID = PATIENT_NAME, PATIENT_ID
     if modality is None:
@@ -91,9 +91,9 @@ def write_film_tree(root, n_films: int = 1000, *, seed: int = 0) -> dict:
         path = film(f"plain/batch {k // 100}/film {k}.{kind}")
         pixels = rng.integers(0, 255, (64 + k % 7, 64), dtype=np.uint8)
         if kind == "tif":
-            io.write_tiff(path, pixels.astype(np.uint16) * 200)
+            phantom_io.write_tiff(path, pixels.astype(np.uint16) * 200)
         elif kind == "png":
-            io.write_png16(path, pixels.astype(np.uint16) * 200)
+            phantom_io.write_png16(path, pixels.astype(np.uint16) * 200)
         else:
             iio.imwrite(path, pixels, extension=".jpg")
     # Files that must be reported: truncated, empty, mislabelled, too small.
@@ -103,7 +103,7 @@ def write_film_tree(root, n_films: int = 1000, *, seed: int = 0) -> dict:
     (bad / "truncated.png").write_bytes(good_png[: len(good_png) // 2])
     (bad / "empty.jpg").write_bytes(b"")
     (bad / "notes.tif").write_text("not an image\n")
-    io.write_png16(bad / "tiny.png", np.zeros((10, 10), np.uint16))
+    phantom_io.write_png16(bad / "tiny.png", np.zeros((10, 10), np.uint16))
     unreadable += ["bad/truncated.png", "bad/empty.jpg", "bad/notes.tif", "bad/tiny.png"]
     # Files that are not films.
     (root / "README.txt").write_text("export of 2024\n")

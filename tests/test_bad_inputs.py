@@ -14,7 +14,7 @@ import pydicom
 import pytest
 from pydicom.dataset import FileMetaDataset
 
-from lumbar_core import io
+from lumbar_core import io, phantom_io
 from lumbar_core.stages import run_ground_truth, run_preprocess
 
 SETTINGS = {"clahe_clip_limit": 0.01, "clahe_kernel_size": None, "gaussian_sigma": 2.0,
@@ -45,9 +45,9 @@ def _png_bytes():
     ("zero.png", lambda p: p.write_bytes(b""), "empty file"),
     ("truncated.png", lambda p: p.write_bytes(_png_bytes()[:300]), "truncated"),
     ("text.png", lambda p: p.write_text("not an image\n"), "not a PNG image"),
-    ("tiny.png", lambda p: io.write_png16(p, np.ones((1, 1), np.uint16)), "too small"),
-    ("zeros.tiff", lambda p: io.write_tiff(p, np.zeros((400, 300), np.uint16)), "no contrast"),
-    ("narrow.png", lambda p: io.write_png16(p, _spine_image(400, 40)), "too small"),
+    ("tiny.png", lambda p: phantom_io.write_png16(p, np.ones((1, 1), np.uint16)), "too small"),
+    ("zeros.tiff", lambda p: phantom_io.write_tiff(p, np.zeros((400, 300), np.uint16)), "no contrast"),
+    ("narrow.png", lambda p: phantom_io.write_png16(p, _spine_image(400, 40)), "too small"),
 ])
 def test_unusable_image_is_excluded_with_file_and_problem(tmp_path, name, make, problem):
     path = tmp_path / name
@@ -142,7 +142,7 @@ def _annotation(tmp_path, mutate):
 ])
 def test_bad_annotation_is_excluded_and_named(tmp_path, mutate, problem):
     image = tmp_path / "ok.png"
-    io.write_png16(image, _spine_image())
+    phantom_io.write_png16(image, _spine_image())
     assert _preprocess(tmp_path, image)["status"] == "ok"
     ann = _annotation(tmp_path, mutate)
     record = run_ground_truth(ann, tmp_path / "out.geometry.json", tmp_path / "gt.json",
@@ -154,7 +154,7 @@ def test_bad_annotation_is_excluded_and_named(tmp_path, mutate, problem):
 
 def test_good_annotation_gives_masks_in_every_grid(tmp_path):
     image = tmp_path / "ok.png"
-    io.write_png16(image, _spine_image())
+    phantom_io.write_png16(image, _spine_image())
     _preprocess(tmp_path, image)
     ann = _annotation(tmp_path, lambda a: None)
     with warnings.catch_warnings():
@@ -177,7 +177,7 @@ def test_unicode_and_spaces_in_paths(tmp_path):
 
     folder = tmp_path / "Röntgen Bilder" / "Ω site 2"
     folder.mkdir(parents=True)
-    io.write_png16(folder / "bild 1 ä.png", _spine_image())
+    phantom_io.write_png16(folder / "bild 1 ä.png", _spine_image())
     sheet = folder / "proben liste.tsv"
     sheet.write_text("image_id\timage\tannotation\tsplit\tmodality\tgroup\n"
                      "b1\tbild 1 ä.png\t\ttest\tDR\tnormal\n", encoding="utf-8")

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from film_tree import PATIENT_ID, PATIENT_NAME, corner_rows, write_film_tree
-from lumbar_core import io
+from lumbar_core import io, phantom_io
 from lumbar_core.cohort import load_sample_sheet
 from lumbar_core.ingest import (
     UNKNOWN,
@@ -190,7 +190,7 @@ def test_a_bad_corner_csv_leaves_its_film_unlabelled(tmp_path):
     films = tmp_path / "films"
     films.mkdir()
     for name in ("good", "bad"):
-        io.write_png16(films / f"{name}.png", np.full((200, 160), 1000, np.uint16))
+        phantom_io.write_png16(films / f"{name}.png", np.full((200, 160), 1000, np.uint16))
     (films / "good.csv").write_text("".join(",".join(map(str, r)) + "\n" for r in corner_rows()))
     (films / "bad.csv").write_text("1,2,3\n")
     result = ingest_folder(films, tmp_path / "s.tsv", log=open("/dev/null", "w"))
@@ -226,7 +226,7 @@ def test_folder_without_films_and_bad_options(tmp_path):
 def test_command_line(tmp_path, capsys):
     films = tmp_path / "films"
     films.mkdir()
-    io.write_png16(films / "a.png", np.full((80, 80), 7, np.uint16))
+    phantom_io.write_png16(films / "a.png", np.full((80, 80), 7, np.uint16))
     (films / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     sheet = tmp_path / "out" / "samples.tsv"
     assert main([str(films), str(sheet), "--split", "0.6,0.2,0.2", "--seed", "2"]) == 0
@@ -242,7 +242,7 @@ def test_command_line(tmp_path, capsys):
 def test_module_runs_as_a_command(tmp_path):
     films = tmp_path / "films"
     films.mkdir()
-    io.write_png16(films / "a.png", np.full((80, 80), 7, np.uint16))
+    phantom_io.write_png16(films / "a.png", np.full((80, 80), 7, np.uint16))
     proc = subprocess.run([sys.executable, "-m", "lumbar_core.ingest", str(films),
                            str(tmp_path / "s.tsv")], capture_output=True, text=True, cwd=REPO,
                           timeout=120)
@@ -267,7 +267,7 @@ def test_a_folder_that_cannot_be_listed_is_reported(tmp_path, monkeypatch):
 
     films = tmp_path / "films"
     (films / "locked").mkdir(parents=True)
-    io.write_png16(films / "a.png", np.full((80, 80), 7, np.uint16))
+    phantom_io.write_png16(films / "a.png", np.full((80, 80), 7, np.uint16))
     real = os.scandir
 
     def scandir(path="."):

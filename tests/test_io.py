@@ -11,7 +11,7 @@ import tifffile
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
-from lumbar_core import io
+from lumbar_core import io, phantom_io
 
 PROPERTY_KEYS = {"source", "format", "bit_depth", "shape", "pixel_spacing_mm", "photometric"}
 
@@ -19,7 +19,7 @@ PROPERTY_KEYS = {"source", "format", "bit_depth", "shape", "pixel_spacing_mm", "
 # ----------------------------------------------------------------------------- builders
 def _pydicom_file(path, stored, *, photometric="MONOCHROME2", slope=None, intercept=None,
                   bits_stored=16, imager_spacing=None, pixel_data=True, patient_name=""):
-    """A DICOM file built with pydicom alone (not with io.write_dicom)."""
+    """A DICOM file built with pydicom alone (not with phantom_io.write_dicom)."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
     meta.MediaStorageSOPInstanceUID = "1.2.3.4.5"
@@ -101,7 +101,7 @@ def test_png_round_trip_keeps_dtype_values_and_bit_depth(tmp_path, dtype, bits):
     array = (np.arange(40 * 36).reshape(40, 36) % (top + 1)).astype(dtype)
     array[0, 0] = top
     path = tmp_path / "img.png"
-    io.write_png16(path, array)
+    phantom_io.write_png16(path, array)
     raw = io.read_png(path)
     assert raw.dtype == dtype
     np.testing.assert_array_equal(raw, array)
@@ -114,7 +114,7 @@ def test_png_round_trip_keeps_dtype_values_and_bit_depth(tmp_path, dtype, bits):
 
 def test_write_png16_rejects_float_arrays(tmp_path):
     with pytest.raises(ValueError, match="uint8 or uint16; got dtype float64"):
-        io.write_png16(tmp_path / "x.png", np.zeros((4, 4)))
+        phantom_io.write_png16(tmp_path / "x.png", np.zeros((4, 4)))
     assert not (tmp_path / "x.png").exists()
 
 
@@ -135,7 +135,7 @@ def test_rgb_jpeg_is_read_as_luminance_with_a_warning(tmp_path):
 def test_16bit_tiff_keeps_full_range(tmp_path):
     array = np.tile(np.array([[0, 1], [40000, 65535]], dtype=np.uint16), (20, 17))
     path = tmp_path / "img.tif"
-    io.write_tiff(path, array)
+    phantom_io.write_tiff(path, array)
     image, props = io.read_image(path)
     np.testing.assert_array_equal(image, array.astype(np.float32))
     assert props["format"] == "tiff" and props["bit_depth"] == 16
@@ -154,7 +154,7 @@ def test_float_tiff_with_nan_raises(tmp_path):
 def test_writer_dicom_monochrome2_rescale_and_spacing(tmp_path):
     stored = _stored_12bit()
     path = tmp_path / "mono2.dcm"
-    io.write_dicom(path, stored, rescale_slope=2.0, rescale_intercept=-1024.0,
+    phantom_io.write_dicom(path, stored, rescale_slope=2.0, rescale_intercept=-1024.0,
                    pixel_spacing_mm=(0.15, 0.2), bits_stored=12)
     image, props = io.read_image(path)
     # value = 2 * stored - 1024
@@ -166,13 +166,13 @@ def test_writer_dicom_monochrome2_rescale_and_spacing(tmp_path):
 def test_writer_dicom_monochrome1_is_inverted_after_rescale(tmp_path):
     stored = _stored_12bit()
     path = tmp_path / "mono1.dcm"
-    io.write_dicom(path, stored, photometric="MONOCHROME1", rescale_slope=2.0,
+    phantom_io.write_dicom(path, stored, photometric="MONOCHROME1", rescale_slope=2.0,
                    rescale_intercept=-1024.0, bits_stored=12)
     image, props = io.read_image(path)
     # max_possible = 2 * 4095 - 1024 = 7166; value = 7166 - (2 * stored - 1024)
     np.testing.assert_array_equal(image[:2, :2], [[8190, 8188], [7990, 0]])
     assert props["photometric"] == "MONOCHROME1" and props["pixel_spacing_mm"] is None
-    back = io.dicom_stored_values(image, photometric="MONOCHROME1", rescale_slope=2.0,
+    back = phantom_io.dicom_stored_values(image, photometric="MONOCHROME1", rescale_slope=2.0,
                                   rescale_intercept=-1024.0, bits_stored=12)
     np.testing.assert_array_equal(back, stored)
 
@@ -192,7 +192,7 @@ def test_pydicom_built_file_rescale_inversion_and_imager_spacing(tmp_path, photo
 
 def test_dicom_is_detected_without_extension_and_without_preamble(tmp_path):
     stored = _stored_12bit()
-    io.write_dicom(tmp_path / "a.dcm", stored, bits_stored=12)
+    phantom_io.write_dicom(tmp_path / "a.dcm", stored, bits_stored=12)
     data = (tmp_path / "a.dcm").read_bytes()
     (tmp_path / "IM0001").write_bytes(data)
     (tmp_path / "IM0002").write_bytes(data[132:])  # no preamble, no DICM marker
@@ -204,9 +204,9 @@ def test_dicom_is_detected_without_extension_and_without_preamble(tmp_path):
 
 def test_write_dicom_is_deterministic_and_minimal(tmp_path):
     stored = _stored_12bit()
-    io.write_dicom(tmp_path / "a.dcm", stored, bits_stored=12)
-    io.write_dicom(tmp_path / "b.dcm", stored, bits_stored=12)
-    io.write_dicom(tmp_path / "c.dcm", stored // 2, bits_stored=12)
+    phantom_io.write_dicom(tmp_path / "a.dcm", stored, bits_stored=12)
+    phantom_io.write_dicom(tmp_path / "b.dcm", stored, bits_stored=12)
+    phantom_io.write_dicom(tmp_path / "c.dcm", stored // 2, bits_stored=12)
     assert (tmp_path / "a.dcm").read_bytes() == (tmp_path / "b.dcm").read_bytes()
     a, c = (pydicom.dcmread(tmp_path / n) for n in ("a.dcm", "c.dcm"))
     assert a.SOPInstanceUID != c.SOPInstanceUID
@@ -217,7 +217,7 @@ def test_write_dicom_is_deterministic_and_minimal(tmp_path):
 
 def test_write_dicom_rejects_values_beyond_bits_stored(tmp_path):
     with pytest.raises(ValueError, match=r"\[0, 4095\] for bits_stored=12"):
-        io.write_dicom(tmp_path / "x.dcm", np.full((4, 4), 5000, dtype=np.uint16), bits_stored=12)
+        phantom_io.write_dicom(tmp_path / "x.dcm", np.full((4, 4), 5000, dtype=np.uint16), bits_stored=12)
 
 
 def test_dicom_without_pixel_data_raises(tmp_path):
@@ -246,7 +246,7 @@ def test_zero_byte_png_raises(tmp_path):
 def test_truncated_png_raises(tmp_path):
     noise = np.random.default_rng(0).integers(0, 65535, (64, 64)).astype(np.uint16)
     path = tmp_path / "cut.png"
-    io.write_png16(path, noise)
+    phantom_io.write_png16(path, noise)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(io.ImageReadError, match=r"cut\.png: truncated PNG file") as info:
@@ -265,7 +265,7 @@ def test_text_file_named_png_raises(tmp_path):
 
 def test_tiny_image_raises_unless_min_size_allows_it(tmp_path):
     path = tmp_path / "dot.png"
-    io.write_png16(path, np.array([[7]], dtype=np.uint8))
+    phantom_io.write_png16(path, np.array([[7]], dtype=np.uint8))
     with pytest.raises(io.ImageReadError,
                        match=r"dot\.png: image too small: 1 x 1 px .*minimum is 32 px"):
         io.read_image(path)
@@ -277,7 +277,7 @@ def test_tiny_image_raises_unless_min_size_allows_it(tmp_path):
 
 def test_all_zero_image_is_readable(tmp_path):
     path = tmp_path / "black.png"
-    io.write_png16(path, np.zeros((32, 32), dtype=np.uint16))
+    phantom_io.write_png16(path, np.zeros((32, 32), dtype=np.uint16))
     image, _ = io.read_image(path)
     assert image.max() == 0
 
@@ -358,7 +358,7 @@ def test_annotation_with_four_levels_raises(tmp_path):
     del ann["vertebrae"]["L4"]
     path = tmp_path / "four.json"
     path.write_text(json.dumps(ann))
-    with pytest.raises(io.AnnotationError, match=r"four\.json: missing level L4"):
+    with pytest.raises(io.AnnotationError, match=r"four\.json: vertebrae: missing level L4"):
         io.read_annotation(path)
 
 
@@ -378,15 +378,18 @@ def test_outline_with_seven_points_raises():
     ann = _annotation()
     ann["vertebrae"]["L5"]["outline"].pop()
     with pytest.raises(io.AnnotationError,
-                       match=r"seven\.json: L5 outline has 7 points, expected 8"):
+                       match=r"seven\.json: L5 outline: has 7 points, expected 8"):
         io.validate_annotation(ann, source="seven.json")
 
 
 @pytest.mark.parametrize("level, key, value, problem", [
-    ("L6", None, None, "unknown level key 'L6'"),
-    ("L1", "genant_grade", 4, "bad genant_grade 4 in L1"),
-    ("L1", "genant_type", "burst", "bad genant_type 'burst' in L1"),
-    ("L1", "center", [1, 2], "unknown key 'center' in L1"),
+    ("L6", None, None, r"vertebrae: unknown level key 'L6' \(allowed: T12, L1, .*S1\)"),
+    ("L1", "genant_grade", 4, "L1 genant_grade: 4 is greater than the maximum of 3"),
+    ("L1", "genant_grade", True, r"L1 genant_grade: bad value True \(expected null or integer 0..3\)"),
+    ("L1", "genant_type", "burst", "L1 genant_type: bad value 'burst' .*'crush', null"),
+    ("L1", "center", [1, 2], "L1: unknown key 'center' \\(allowed: centre, outline"),
+    ("L2", "outline", [[1, 2]] * 7 + [[1, 2, 3]], "L2 outline point 7: has 3 coordinates"),
+    ("L3", "centre", ["1", 2], "L3 centre coordinate 0: '1' is not of type 'number'"),
 ])
 def test_bad_level_keys_and_grades_raise(level, key, value, problem):
     ann = _annotation()

@@ -315,7 +315,8 @@ def test_measure_spine_grades_a_crushed_level(grade, angle, anterior):
     ],
 )
 def test_measure_spine_agrees_with_phantom_ground_truth(seed, overrides):
-    phantom = pytest.importorskip("lumbar_core.phantom")
+    from lumbar_core import phantom
+
     image, annotation, _ = phantom.render_phantom(
         seed, abnormal=True, shape=(1000, 700), pixel_spacing_mm=0.35, **overrides
     )
@@ -410,3 +411,17 @@ def test_agreement_drops_missing_pairs_and_rejects_bad_grades():
         agreement([0, 4], [0, 1])
     with pytest.raises(ValueError, match="length"):
         agreement([0, 1], [0])
+
+
+def test_spine_anterior_direction_one_threshold_and_the_s1_fallback():
+    """A bulge under 1 % of the chord is too straight to tell; the S1 tilt then decides."""
+    ys = np.array([0.0, 100.0, 200.0, 300.0, 400.0])
+    slight = np.c_[100.0 - np.array([0.0, 2.0, 3.0, 2.0, 0.0]), ys]  # mean bulge 0.58 %
+    with pytest.raises(ValueError, match="straight"):
+        spine_anterior_direction(slight)
+    assert spine_anterior_direction(slight, s1_endplate=[[120, 440], [80, 450]]) == "left"
+    assert spine_anterior_direction(slight, s1_endplate=[[80, 440], [120, 450]]) == "right"
+    with pytest.raises(ValueError, match="S1 end plate is level"):
+        spine_anterior_direction(slight, s1_endplate=[[80, 440], [120, 441]])
+    clear = np.c_[100.0 - np.array([0.0, 4.0, 6.0, 4.0, 0.0]), ys]  # 1.17 %
+    assert spine_anterior_direction(clear, s1_endplate=[[80, 440], [120, 450]]) == "left"

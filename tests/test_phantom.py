@@ -8,6 +8,7 @@ import pytest
 from scipy import ndimage
 from skimage.draw import polygon
 
+from lumbar_core import io as lio
 from lumbar_core import phantom
 from lumbar_core.phantom import render_phantom, write_demo_cohort
 
@@ -206,12 +207,6 @@ def test_bad_seed_raises_value_error():
 
 
 # ---------------------------------------------------------------------- the cohort
-try:
-    from lumbar_core import io as lio
-except ImportError:  # written by another module owner; the cohort needs it
-    lio = None
-needs_io = pytest.mark.skipif(lio is None, reason="lumbar_core.io is not importable yet")
-
 
 @pytest.fixture(scope="module")
 def tiny_cohort(tmp_path_factory):
@@ -221,7 +216,6 @@ def tiny_cohort(tmp_path_factory):
     return out, sheet
 
 
-@needs_io
 def test_cohort_sheet_is_valid_and_balanced(tiny_cohort):
     out, sheet = tiny_cohort
     assert sheet == out / "samples.tsv"
@@ -242,7 +236,6 @@ def test_cohort_sheet_is_valid_and_balanced(tiny_cohort):
         assert props["shape"] == tuple(ann["image_shape"])
 
 
-@needs_io
 def test_cohort_images_read_back_as_rendered(tiny_cohort):
     # Every kind of stored file, DICOM MONOCHROME1 with its rescale included, reads
     # back to the rendered (bone-bright) values exactly.
@@ -260,7 +253,6 @@ def test_cohort_images_read_back_as_rendered(tiny_cohort):
                      ("dicom", "MONOCHROME1")}
 
 
-@needs_io
 def test_cohort_does_not_depend_on_workers_or_split_sizes(tiny_cohort, tmp_path):
     out, _ = tiny_cohort
     other = write_demo_cohort(tmp_path, seed=4, n_train=1, n_val=0, n_test_per_stratum=0,

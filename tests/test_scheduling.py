@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lumbar_core.scheduling import coalesce_reevaluation_timers
+from lumbar_core.scheduling import TESTED_SNAKEMAKE, coalesce_reevaluation_timers
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
@@ -81,7 +81,41 @@ def test_patch_is_idempotent_and_skips_other_classes(scheduler_class):
     patched = scheduler_class._schedule_reevalutation
     assert coalesce_reevaluation_timers(scheduler_class)
     assert scheduler_class._schedule_reevalutation is patched
-    assert coalesce_reevaluation_timers(type("Other", (), {})) is False
+    with pytest.warns(RuntimeWarning, match="has no _schedule_reevalutation"):
+        assert coalesce_reevaluation_timers(type("Other", (), {})) is False
+
+
+@pytest.mark.parametrize("version", ["9.27.0", "9.28.0", "10.0.0", "8.30.1", "not-a-version"])
+def test_untested_snakemake_version_warns_and_is_left_alone(scheduler_class, version):
+    original = scheduler_class._schedule_reevalutation
+    with pytest.warns(RuntimeWarning, match="outside the versions"):
+        assert coalesce_reevaluation_timers(scheduler_class, version=version) is False
+    assert scheduler_class._schedule_reevalutation is original
+
+
+@pytest.mark.parametrize("version", ["9.27.1", "9.27.5"])
+def test_tested_snakemake_version_is_patched(scheduler_class, version):
+    assert coalesce_reevaluation_timers(scheduler_class, version=version)
+    assert scheduler_class._schedule_reevalutation is not _Scheduler._schedule_reevalutation
+
+
+def test_dependency_pin_is_the_tested_range():
+    """pyproject.toml installs exactly the Snakemake versions the patch was tested on."""
+    import tomllib
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert f"snakemake{TESTED_SNAKEMAKE}" in deps
+
+
+def test_installed_snakemake_is_patched_by_default():
+    """The workflow's own call (no arguments) patches the installed Snakemake."""
+    import snakemake
+    from packaging.specifiers import SpecifierSet
+    from snakemake.scheduling.job_scheduler import JobScheduler
+
+    assert snakemake.__version__ in SpecifierSet(TESTED_SNAKEMAKE)
+    assert coalesce_reevaluation_timers()
+    assert getattr(JobScheduler._schedule_reevalutation, "_lumbar_coalesced", False)
 
 
 def test_installed_snakemake_has_the_method_it_patches():
@@ -95,7 +129,7 @@ _SNAKEFILE = textwrap.dedent(
     """
     import sys, threading
     sys.path.insert(0, {repo!r})
-    from lumbar_core.scheduling import coalesce_reevaluation_timers
+    from lumbar_core.scheduling import TESTED_SNAKEMAKE, coalesce_reevaluation_timers
 
     if config.get("patch"):
         coalesce_reevaluation_timers()
@@ -122,7 +156,7 @@ def test_snakemake_run_ends_with_one_timer_at_most(tmp_path, patch):
     cmd = [str(SNAKEMAKE), "--cores", "1", "--quiet", "all"]
     if patch:
         cmd += ["--config", "patch=1"]
-    subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True)
+    subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True, timeout=120)
     timers = int((tmp_path / "timers.txt").read_text())
     if patch:
         assert timers <= 1

@@ -121,7 +121,6 @@ def test_gpu_job_keeps_the_device_slurm_assigns(slurm_cluster, tmp_path):  # noq
 
 @pytest.mark.slurm
 def test_workflow_through_preprocessing_runs_grouped_on_slurm(slurm_cluster, tmp_path):  # noqa: F811
-    pytest.importorskip("lumbar_core.phantom")
     from lumbar_core.phantom import write_demo_cohort
 
     sheet = write_demo_cohort(tmp_path / "cohort", seed=0, n_train=2, n_val=1,

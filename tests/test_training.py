@@ -349,3 +349,89 @@ def test_train_model_rejects_bad_arguments(kwargs, match):
         train_model(_linear_model(), data, data, **kwargs)
     with pytest.raises(ValueError, match="val_data"):
         train_model(_linear_model(), data, None, loss="mse", epochs=1, warmup_epochs=0)
+
+
+# ------------------------------------------- the Keras callbacks against the old loop
+class _ReferenceWarmupEarlyStopping(keras.callbacks.Callback):
+    """The hand-written callback that train_model used before it used Keras' callbacks:
+    the specification the library callbacks must reproduce (weights and history)."""
+
+    def __init__(self, *, warmup_epochs, warmup_lr, lr, patience, min_delta):
+        super().__init__()
+        self.warmup_epochs, self.warmup_lr, self.lr = warmup_epochs, warmup_lr, lr
+        self.patience, self.min_delta = patience, min_delta
+        self.rows, self.best, self.best_epoch, self.best_weights, self.wait = [], np.inf, None, None, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._lr = self.warmup_lr if epoch < self.warmup_epochs else self.lr
+        self.model.optimizer.learning_rate = self._lr
+
+    def on_epoch_end(self, epoch, logs=None):
+        val_loss = float(logs.get("val_loss", np.nan))
+        self.rows.append({"epoch": epoch + 1, "loss": float(logs["loss"]), "val_loss": val_loss,
+                          "lr": self._lr})
+        if val_loss < self.best - self.min_delta:
+            self.best, self.best_epoch, self.wait = val_loss, epoch + 1, 0
+            self.best_weights = self.model.get_weights()
+        elif epoch >= self.warmup_epochs:
+            self.wait += 1
+            if self.wait >= self.patience:
+                self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+
+def _reference_train(data, *, epochs, warmup_epochs, warmup_lr, lr, patience, min_delta=0.0):
+    set_seed(0)
+    model = _linear_model()
+    callback = _ReferenceWarmupEarlyStopping(warmup_epochs=warmup_epochs, warmup_lr=warmup_lr,
+                                             lr=lr, patience=patience, min_delta=min_delta)
+    first = warmup_lr if warmup_epochs > 0 else lr
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=first), loss="mse")
+    set_seed(0)
+    model.fit(x=data[0], y=data[1], batch_size=4, shuffle=True, epochs=epochs,
+              callbacks=[callback], verbose=0, validation_data=data)
+    rows = callback.rows
+    for row in rows:
+        row["best"] = row["epoch"] == callback.best_epoch
+    return model.get_weights(), rows
+
+
+@pytest.mark.parametrize("kwargs", [
+    # a warm-up epoch is the best, then the loss blows up: stop `patience` epochs later
+    {"epochs": 30, "warmup_epochs": 3, "warmup_lr": 1e-2, "lr": 50.0, "patience": 2},
+    # patience 1 right after the warm-up
+    {"epochs": 30, "warmup_epochs": 3, "warmup_lr": 1e-2, "lr": 50.0, "patience": 1},
+    # a run that keeps improving to the end
+    {"epochs": 8, "warmup_epochs": 2, "warmup_lr": 1e-3, "lr": 3e-2, "patience": 3},
+    # no warm-up; a noisy run that stops on patience
+    {"epochs": 25, "warmup_epochs": 0, "warmup_lr": 1e-5, "lr": 0.6, "patience": 2},
+    # the whole run is warm-up; min_delta
+    {"epochs": 4, "warmup_epochs": 6, "warmup_lr": 0.3, "lr": 1e-3, "patience": 1,
+     "min_delta": 1e-3},
+])
+def test_keras_callbacks_train_the_same_weights_and_history_as_the_old_loop(kwargs):
+    data = _linear_problem()
+    want_weights, want_rows = _reference_train(data, **kwargs)
+    set_seed(0)  # the same initial weights as the reference; train_model seeds fit itself
+    model = _linear_model()
+    history = train_model(model, data, data, loss="mse", seed=0, **kwargs)
+    got = history[["epoch", "loss", "val_loss", "lr", "best"]].to_dict("records")
+    assert got == want_rows
+    for w, v in zip(model.get_weights(), want_weights, strict=True):
+        np.testing.assert_array_equal(w, v)
+
+
+def test_train_model_writes_a_csv_log(tmp_path):
+    set_seed(0)
+    data = _linear_problem()
+    history = train_model(_linear_model(), data, data, loss="mse", epochs=3, warmup_epochs=1,
+                          csv_log=tmp_path / "epochs.csv")
+    import pandas as pd
+
+    logged = pd.read_csv(tmp_path / "epochs.csv")
+    assert logged["epoch"].tolist() == [0, 1, 2]
+    np.testing.assert_array_equal(logged["val_loss"], history["val_loss"])
+    np.testing.assert_allclose(logged["learning_rate"], history["lr"], rtol=1e-6)

@@ -7,11 +7,10 @@ sys.stderr = open(snakemake.log[0], "w")
 
 from lumbar_core.stages import run_fracture_figure
 
+inp = snakemake.input
 inputs = {
-    i: {"image": path, "refined": f"results/levelset_refine/{i}.npz"}
-    for i, path in snakemake.params.images.items()
+    i: {"image": image, "refined": refined}
+    for i, image, refined in zip(snakemake.params.image_ids, inp.images, inp.refined, strict=True)
 }
-shown = run_fracture_figure(
-    snakemake.input.rows, inputs, Path(snakemake.output.png).with_suffix("")
-)
+shown = run_fracture_figure(inp.rows, inputs, Path(snakemake.output.png).with_suffix(""))
 print("shown: " + ", ".join(shown), file=sys.stderr)

@@ -5,15 +5,15 @@ from pathlib import Path
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from lumbar_core.stages import run_metrics
+from lumbar_core.stages import PREDICTION_SOURCES, run_metrics
 
 image_id = snakemake.wildcards.image_id
 inp = snakemake.input
+# The refined masks are one file per image; the other predictions one folder per shard.
 predictions = {
-    name: Path(inp[name]) / f"{image_id}.npz"
-    for name in ("mnet", "unet", "mnet_whole", "unet_whole")
+    name: inp[name] if name == "refined" else Path(inp[name]) / f"{image_id}.npz"
+    for name in PREDICTION_SOURCES
 }
-predictions["refined"] = inp.refined
 run_metrics(
     image_id,
     inp.points,

@@ -1,25 +1,28 @@
 """Rule overlays: input image, GT outlines, predicted centres and outlines per method."""
 
 import sys
+from pathlib import Path
 
 sys.stderr = open(snakemake.log[0], "w")
 
 from lumbar_core.stages import run_overlays
 
+inp = snakemake.input
+ids = snakemake.params.image_ids  # the order of the per-image inputs
 shard_of = snakemake.params.shard_of
-annotated = set(snakemake.params.annotated)
+points = dict(zip(snakemake.params.annotated, inp.points))
+mnet = {Path(d).name: Path(d) for d in inp.mnet}
+mnet_whole = {Path(d).name: Path(d) for d in inp.mnet_whole}
 inputs = {
     i: {
-        "image": path,
-        "points": f"results/ground_truth/{i}.json" if i in annotated else None,
-        "peaks": f"results/select_peaks/{i}.json",
-        "refined": f"results/levelset_refine/{i}.npz",
-        "mnet": f"results/mnet_infer/{shard_of['segmentation'][i]}/{i}.npz",
-        "mnet_whole": f"results/mnet_whole_infer/{shard_of['whole_image'][i]}/{i}.npz",
+        "image": image,
+        "points": points.get(i),
+        "peaks": peaks,
+        "refined": refined,
+        "mnet": mnet[shard_of["segmentation"][i]] / f"{i}.npz",
+        "mnet_whole": mnet_whole[shard_of["whole_image"][i]] / f"{i}.npz",
     }
-    for i, path in snakemake.params.images.items()
+    for i, image, peaks, refined in zip(ids, inp.images, inp.peaks, inp.refined, strict=True)
 }
-chosen = run_overlays(
-    snakemake.input.segmentation, inputs, snakemake.output.overlays, n=snakemake.params.n
-)
+chosen = run_overlays(inp.segmentation, inputs, snakemake.output.overlays, n=snakemake.params.n)
 print(f"drew {', '.join(chosen)}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Rule select_peaks: five centres from the Pose-net map (METHOD.md section 2)."""
+"""Rule select_peaks: five centres from the Pose-net map (docs/method.md section 2)."""
 
 import sys
 from pathlib import Path

@@ -23,4 +23,5 @@ with claim_gpu_for_job():
         settings=snakemake.params.settings,
         training=snakemake.params.training,
         log=log,
+        epochs_csv=snakemake.log.epochs,
     )

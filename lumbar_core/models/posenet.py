@@ -6,7 +6,7 @@ together with ``yL5`` to the confidence map ``yL1-5`` of all five centres. Both 
 are trained together on the sum of their squared errors (Eq. 2, 3; see
 :func:`posenet_loss`).
 
-Decision (METHOD.md 2, Fig. 3 illegible): a convolutional pose machine [1]_. Each stage
+Decision (docs/method.md section 2; Fig. 3 is illegible): a convolutional pose machine [1]_. Each stage
 is an encoder-decoder of conv(3x3)-BN-ReLU blocks (two per level) with 2x2 max pooling,
 decoded back to the input size by 2x2 transposed convolutions with skip connections
 (as in the U-net [2]_); ``I*`` is the last decoder feature map of stage 1, and each
@@ -125,7 +125,7 @@ def build_posenet(
     x = inputs
     if downsample > 1:
         x = keras.layers.AveragePooling2D(downsample, name="stem_pool")(x)
-    # Decision (METHOD.md 2): convolutional pose machine, stage 1 = encoder-decoder.
+    # Decision (docs/method.md section 2): convolutional pose machine, stage 1 = encoder-decoder.
     features = _encoder_decoder(x, width=width, depth=depth, name="s1")
     y_l5 = keras.layers.Conv2D(1, 1, kernel_initializer="zeros", name="y_l5_map")(features)
     # Stage 2 input I*: the last decoder features of stage 1 with yL5 appended.
