@@ -15,7 +15,7 @@ rule train_posenet:
     benchmark:
         "results/benchmarks/train_posenet.tsv"
     conda:
-        "../envs/cpu.yaml"
+        MODEL_ENV
     threads: 2
     resources:
         mem_mb=8000,
@@ -65,7 +65,7 @@ rule train_mnet:
     benchmark:
         "results/benchmarks/train_mnet.tsv"
     conda:
-        "../envs/cpu.yaml"
+        MODEL_ENV
     threads: 2
     resources:
         mem_mb=8000,
@@ -92,7 +92,7 @@ rule train_unet:
     benchmark:
         "results/benchmarks/train_unet.tsv"
     conda:
-        "../envs/cpu.yaml"
+        MODEL_ENV
     threads: 2
     resources:
         mem_mb=8000,
@@ -120,7 +120,7 @@ rule train_mnet_whole:
     benchmark:
         "results/benchmarks/train_mnet_whole.tsv"
     conda:
-        "../envs/cpu.yaml"
+        MODEL_ENV
     threads: 2
     resources:
         mem_mb=8000,
@@ -148,7 +148,7 @@ rule train_unet_whole:
     benchmark:
         "results/benchmarks/train_unet_whole.tsv"
     conda:
-        "../envs/cpu.yaml"
+        MODEL_ENV
     threads: 2
     resources:
         mem_mb=8000,
