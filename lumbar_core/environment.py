@@ -134,7 +134,7 @@ def export_device(device) -> None:
 
 
 def cpu_flags(cpuinfo="/proc/cpuinfo") -> frozenset:
-    """The flags of the first CPU in ``cpuinfo`` (Linux); empty where there is no such file.
+    r"""The flags of the first CPU in ``cpuinfo`` (Linux); empty where there is no such file.
 
     Examples
     --------
