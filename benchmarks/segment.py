@@ -12,7 +12,8 @@ training step (batch 4, Eq. 8 loss, Adam) and the peak resident memory
 Times are medians after one untimed call. The device is whatever Keras uses: a GPU if
 one is visible, else the CPU (``KERAS_BACKEND`` picks the backend).
 
-Usage: ``python benchmarks/segment.py [--archs mnet unet] [--widths cpu paper] [--whole] [--repeats N]``
+Usage: ``python benchmarks/segment.py [--archs mnet unet] [--widths cpu paper] [--whole]
+[--inputs patch whole whole/2] [--patch-size 224] [--repeats N]``
 """
 
 import argparse
@@ -34,7 +35,15 @@ INPUTS = {"patch": ((224, 224, 1), 2, None), "whole": ((512, 256, 1), 6, 1),
           "whole/2": ((512, 256, 1), 6, 2)}
 
 
-def measure(arch, width, kind, repeats):
+def input_spec(kind, patch_size):
+    """``INPUTS[kind]`` with the patch side set to ``patch_size`` for ``kind == "patch"``."""
+    shape, classes, downsample = INPUTS[kind]
+    if kind == "patch":
+        shape = (patch_size, patch_size, 1)
+    return shape, classes, downsample
+
+
+def measure(arch, width, kind, repeats, patch_size=224):
     """Measure one configuration in this process; returns a dict of figures."""
     if str(_ROOT) not in sys.path:
         sys.path.insert(0, str(_ROOT))
@@ -43,7 +52,7 @@ def measure(arch, width, kind, repeats):
     from lumbar_core.models import build_whole_image, predict_segmentation, segmentation_network
 
     keras.utils.set_random_seed(0)
-    input_shape, num_classes, downsample = INPUTS[kind]
+    input_shape, num_classes, downsample = input_spec(kind, patch_size)
     build, loss = segmentation_network(arch)
     if downsample is None:
         model = build(input_shape, num_classes=num_classes, filters=FILTERS[width])
@@ -78,15 +87,19 @@ def main(argv=None):
     parser.add_argument("--widths", nargs="+", default=["cpu", "paper"], choices=sorted(FILTERS))
     parser.add_argument("--whole", action="store_true", help="also the 512 x 256 whole-image models")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per figure (median reported)")
+    parser.add_argument("--inputs", nargs="+", default=None, choices=sorted(INPUTS),
+                        help="inputs to measure (default: patch, and whole whole/2 with --whole)")
+    parser.add_argument("--patch-size", type=int, default=224,
+                        help="side of the vertebra patch (default 224, the paper's; config.yaml: 128)")
     parser.add_argument("--one", nargs=3, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.one is not None:
-        print(json.dumps(measure(*args.one, args.repeats)))
+        print(json.dumps(measure(*args.one, args.repeats, args.patch_size)))
         return
 
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    kinds = ["patch", "whole", "whole/2"] if args.whole else ["patch"]
+    kinds = args.inputs or (["patch", "whole", "whole/2"] if args.whole else ["patch"])
     print(
         f"{'arch':>5} {'width':>6} {'input':>10} {'device':>22} {'params':>11} {'ms/img b1':>10} "
         f"{'ms/img b8':>10} {'train s/step b4':>16} {'peak RSS MiB':>13} {'peak GPU MiB':>13}"
@@ -94,7 +107,8 @@ def main(argv=None):
     for kind in kinds:
         for arch in args.archs:
             for width in args.widths:
-                cmd = [sys.executable, __file__, "--one", arch, width, kind, "--repeats", str(args.repeats)]
+                cmd = [sys.executable, __file__, "--one", arch, width, kind, "--repeats", str(args.repeats),
+                       "--patch-size", str(args.patch_size)]
                 proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
                 if proc.returncode != 0:
                     print(f"{arch} {width} {kind} failed:\n{proc.stderr[-2000:]}")

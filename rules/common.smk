@@ -8,7 +8,7 @@ from snakemake.utils import validate
 # in conda environments that do not have the package installed.
 sys.path.insert(0, workflow.basedir)
 from lumbar_core.cohort import load_sample_sheet, make_shards
-from lumbar_core.environment import export_gpu_slots, export_library_path
+from lumbar_core.environment import export_device, export_gpu_slots, export_library_path
 from lumbar_core.scheduling import coalesce_reevaluation_timers
 
 export_library_path(workflow.basedir)
@@ -118,6 +118,15 @@ LEVELSET_PARAMS = (
 # the environment, not params, so that changing it never triggers a rerun.
 if "gpu" in workflow.global_resources:
     export_gpu_slots(workflow.global_resources["gpu"])
+
+# Where the model rules (training, inference; resources: gpu=1) run: `device` in the config.
+# With `gpu` they use the GPU environment (Keras on JAX with CUDA) under
+# --software-deployment-method conda, and fail if they find no GPU; with `auto` they use
+# a GPU if the installed backend sees one, else the CPU; with `cpu` always the CPU. Every
+# other rule (per image, tables, level-set tuning) uses the CPU environment. The setting
+# reaches the jobs through the environment (lumbar_core.environment.model_job).
+MODEL_ENV = "../envs/gpu.yaml" if config["device"] == "gpu" else "../envs/cpu.yaml"
+export_device(config["device"])
 
 # Threads: model jobs size TensorFlow's pool to their `threads`
 # (lumbar_core.environment.limit_framework_threads). Training declares 2; inference and

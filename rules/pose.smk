@@ -10,7 +10,7 @@ rule pose_infer:
     benchmark:
         "results/benchmarks/pose_infer/{shard}.tsv"
     conda:
-        "../envs/cpu.yaml"
+        MODEL_ENV
     threads: 1
     resources:
         mem_mb=4000,

@@ -35,7 +35,7 @@ rule mnet_infer:
     benchmark:
         "results/benchmarks/mnet_infer/{shard}.tsv"
     conda:
-        "../envs/cpu.yaml"
+        MODEL_ENV
     threads: 1
     resources:
         mem_mb=6000,
@@ -61,7 +61,7 @@ rule unet_infer:
     benchmark:
         "results/benchmarks/unet_infer/{shard}.tsv"
     conda:
-        "../envs/cpu.yaml"
+        MODEL_ENV
     threads: 1
     resources:
         mem_mb=6000,
@@ -87,7 +87,7 @@ rule mnet_whole_infer:
     benchmark:
         "results/benchmarks/mnet_whole_infer/{shard}.tsv"
     conda:
-        "../envs/cpu.yaml"
+        MODEL_ENV
     threads: 1
     resources:
         mem_mb=6000,
@@ -111,7 +111,7 @@ rule unet_whole_infer:
     benchmark:
         "results/benchmarks/unet_whole_infer/{shard}.tsv"
     conda:
-        "../envs/cpu.yaml"
+        MODEL_ENV
     threads: 1
     resources:
         mem_mb=6000,

@@ -16,7 +16,7 @@ rule train_posenet:
     benchmark:
         "results/benchmarks/train_posenet.tsv"
     conda:
-        "../envs/cpu.yaml"
+        MODEL_ENV
     threads: 2
     resources:
         mem_mb=8000,
@@ -67,7 +67,7 @@ rule train_mnet:
     benchmark:
         "results/benchmarks/train_mnet.tsv"
     conda:
-        "../envs/cpu.yaml"
+        MODEL_ENV
     threads: 2
     resources:
         mem_mb=8000,
@@ -95,7 +95,7 @@ rule train_unet:
     benchmark:
         "results/benchmarks/train_unet.tsv"
     conda:
-        "../envs/cpu.yaml"
+        MODEL_ENV
     threads: 2
     resources:
         mem_mb=8000,
@@ -124,7 +124,7 @@ rule train_mnet_whole:
     benchmark:
         "results/benchmarks/train_mnet_whole.tsv"
     conda:
-        "../envs/cpu.yaml"
+        MODEL_ENV
     threads: 2
     resources:
         mem_mb=8000,
@@ -153,7 +153,7 @@ rule train_unet_whole:
     benchmark:
         "results/benchmarks/train_unet_whole.tsv"
     conda:
-        "../envs/cpu.yaml"
+        MODEL_ENV
     threads: 2
     resources:
         mem_mb=8000,

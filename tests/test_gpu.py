@@ -258,12 +258,14 @@ def test_limit_framework_threads_sizes_tensorflow_pool_unless_the_user_did(monke
 
 
 def test_every_model_script_sizes_tensorflow_to_its_threads_before_keras():
-    """A model job keeps to the cores Snakemake counted for it (TF ignores OMP_NUM_THREADS)."""
+    """A model job keeps to the cores Snakemake counted for it (TF ignores OMP_NUM_THREADS):
+    every model script enters lumbar_core.environment.model_job, which calls
+    limit_framework_threads, with its threads before it imports the models."""
     scripts = sorted((REPO / "workflow_scripts").glob("*.py"))
     model_scripts = [p for p in scripts if "model_stages" in p.read_text()]
     assert len(model_scripts) >= 7
     for path in model_scripts:
         text = path.read_text()
-        call = text.find("limit_framework_threads(snakemake.threads)")
-        assert call != -1, f"{path.name} does not size TensorFlow's thread pool"
+        call = text.find("with model_job(snakemake.rule, threads=snakemake.threads")
+        assert call != -1, f"{path.name} does not set up its model job (threads, device)"
         assert call < text.find("model_stages"), f"{path.name} imports the models first"
