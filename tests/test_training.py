@@ -524,11 +524,12 @@ def _train_on(backend, folder, out, **env):
 def test_training_gives_the_same_validation_loss_on_tensorflow_jax_and_onednn(tmp_path):
     """Same weights, data, losses and loop: the validation losses after two epochs (six
     steps at learning rate 1e-4) agree within 1e-3 on TensorFlow with oneDNN off and on,
-    and on JAX; except the U-net on JAX, within 5e-3.
+    and on JAX.
 
-    The U-net is the only one of the three with BatchNormalization; on JAX its validation
-    loss after the six steps was 1.5e-3 from TensorFlow's (0.7525 / 0.7541; after the first
-    three steps 2.3e-4), while the M-net and Pose-net stayed within 1.5e-4.
+    Known gap, reported as an expected failure rather than hidden by a wider tolerance: the
+    U-net (the only one of the three with BatchNormalization) on JAX ended 1.5e-3 from
+    TensorFlow's validation loss after the six steps (0.7525 / 0.7541; after the first three
+    steps 2.3e-4), while the M-net and Pose-net stayed within 1.5e-4.
     """
     plain = _train_on("tensorflow", tmp_path, tmp_path / "tf.json", TF_ENABLE_ONEDNN_OPTS="0")
     onednn = _train_on("tensorflow", tmp_path, tmp_path / "onednn.json", TF_ENABLE_ONEDNN_OPTS="1")
@@ -536,5 +537,8 @@ def test_training_gives_the_same_validation_loss_on_tensorflow_jax_and_onednn(tm
     for name in ("mnet", "unet", "posenet"):
         assert len(plain[name]) == 2 and np.all(np.isfinite(plain[name])), plain
         np.testing.assert_allclose(onednn[name], plain[name], atol=1e-3, rtol=0, err_msg=name)
-        atol = 5e-3 if name == "unet" else 1e-3
-        np.testing.assert_allclose(jax[name], plain[name], atol=atol, rtol=0, err_msg=name)
+    for name in ("mnet", "posenet"):
+        np.testing.assert_allclose(jax[name], plain[name], atol=1e-3, rtol=0, err_msg=name)
+    gap = float(np.max(np.abs(np.subtract(jax["unet"], plain["unet"]))))
+    if gap > 1e-3:
+        pytest.xfail(f"U-net on JAX {gap:.1e} from TensorFlow after six steps (target 1e-3)")
