@@ -766,7 +766,9 @@ def run_fracture_figure(morphometry_path, inputs: dict, out_stem, *, n: int = 6)
     rows = io.read_table(morphometry_path, dtype={"image_id": str})
     ours = rows[(rows["source"] == "PN+MNet+LS") & (pd.to_numeric(rows.get("grade"),
                                                                    errors="coerce") >= 1)]
-    if "true_grade" in ours:
+    if ours.empty:  # no vertebra graded (e.g. every detection failed): no height columns
+        pass
+    elif "true_grade" in ours:
         ours = ours.assign(_true=pd.to_numeric(ours["true_grade"], errors="coerce").fillna(0))
         ours = ours.sort_values(["_true", "reduction"], ascending=False)
     else:
