@@ -215,3 +215,16 @@ def test_unreadable_image_still_gets_an_overlay(image_files, drawn):
     title = run_image_overlay("broken", broken, peaks, geometry, refined, folder / "b.png")
     assert title.startswith("broken: excluded (truncated PNG file); image not readable: ")
     assert str(broken) in title and (folder / "b.png").exists()
+
+
+def test_fracture_figure_of_a_cohort_with_no_graded_vertebra(tmp_path):
+    # Every detection failed or was implausible: the morphometry table has its status
+    # columns but no heights, and the figure is drawn empty instead of failing the run.
+    from lumbar_core.stages import run_fracture_figure
+
+    table = tmp_path / "morphometry.tsv"
+    io.write_table(table, pd.DataFrame({"image_id": ["a", "a"], "source": ["PN+MNet+LS"] * 2,
+                                        "level": ["L1", "L2"], "status": ["implausible"] * 2,
+                                        "grade": [np.nan, np.nan]}))
+    assert run_fracture_figure(table, {}, tmp_path / "fracture_examples") == []
+    assert (tmp_path / "fracture_examples.png").exists()
