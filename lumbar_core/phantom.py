@@ -539,19 +539,31 @@ def _draw_geometry(rng, modality: str, difficulty: float) -> dict:
     p["bodies"] = bodies
     discs = {}
     for name in _LEVELS:
-        discs[name] = {"height": _DISC_MM[name] * size * (1.0 + rng.normal(0.0, 0.08))}
-        if name in ("T9", "T10", "T11"):
-            discs[name]["angle_deg"] = -rng.uniform(1.0, 3.5)  # thoracic kyphosis
-        elif name == "T12":
-            discs[name]["angle_deg"] = rng.uniform(-2.5, 2.0)
+        height = _DISC_MM[name] * size * (1.0 + rng.normal(0.0, 0.08))
+        discs[name] = _thoracic_disc(rng, name, height)
     p["discs"] = discs
+    _draw_sacrum_and_density(rng, p, size)
+    return p
+
+
+def _thoracic_disc(rng, name: str, height: float) -> dict:
+    """A disc of ``height`` below level ``name``; T9-T12 also get their kyphotic angle."""
+    disc = {"height": height}
+    if name in ("T9", "T10", "T11"):
+        disc["angle_deg"] = -rng.uniform(1.0, 3.5)  # thoracic kyphosis
+    elif name == "T12":
+        disc["angle_deg"] = rng.uniform(-2.5, 2.0)
+    return disc
+
+
+def _draw_sacrum_and_density(rng, p: dict, size: float) -> None:
+    """The last draws of both styles' geometry: sacrum and bone densities, into ``p``."""
     p["sacrum_scale"] = [float(v) for v in size * (1.0 + rng.normal(0.0, 0.04, 5))]
     p["sacral_curve_deg"] = float(rng.uniform(9.0, 16.0))
     # Water-equivalent excess density per mm of path: trabecular core and cortex.
     p["bone_density"] = float(rng.uniform(0.26, 0.36))
     p["cortex_density"] = float(rng.uniform(1.5, 2.1))
     p["texture_gain"] = float(rng.uniform(0.12, 0.2))
-    return p
 
 
 def _draw_pathology(rng, abnormal: bool) -> dict:
@@ -678,17 +690,9 @@ def _draw_geometry_film(rng, modality: str, difficulty: float) -> dict:
             height = float(np.clip(rng.normal(mean, sd), 0.12, 0.7)) * mean_h
         else:
             height = _DISC_MM[name] * size * (1.0 + rng.normal(0.0, 0.08))
-        discs[name] = {"height": height}
-        if name in ("T9", "T10", "T11"):
-            discs[name]["angle_deg"] = -rng.uniform(1.0, 3.5)
-        elif name == "T12":
-            discs[name]["angle_deg"] = rng.uniform(-2.5, 2.0)
+        discs[name] = _thoracic_disc(rng, name, height)
     p["discs"] = discs
-    p["sacrum_scale"] = [float(v) for v in size * (1.0 + rng.normal(0.0, 0.04, 5))]
-    p["sacral_curve_deg"] = float(rng.uniform(9.0, 16.0))
-    p["bone_density"] = float(rng.uniform(0.26, 0.36))
-    p["cortex_density"] = float(rng.uniform(1.5, 2.1))
-    p["texture_gain"] = float(rng.uniform(0.12, 0.2))
+    _draw_sacrum_and_density(rng, p, size)
     return p
 
 
