@@ -2,8 +2,10 @@
 
 A run killed with SIGKILL at several points (a per-image rule, training, sharded
 inference) and resumed with ``--rerun-incomplete`` must end with the same Table 1 and
-Table 2 as an uninterrupted run; and two uninterrupted runs with the same config and seed
-give identical tables (TensorFlow op determinism on CPU, seeded bootstrap).
+Table 2 as an uninterrupted run. The resumed run retrains every model from scratch in
+another process, so the same check also shows that two runs with the same config and seed
+give identical tables (TensorFlow op determinism on CPU, seeded bootstrap); a separate
+uninterrupted second run would only repeat it.
 """
 
 import os
@@ -55,13 +57,7 @@ def _kill_when(proc, condition, *, timeout=900):
     return False
 
 
-def test_same_config_and_seed_give_identical_tables(reference_run, tiny_cohort, tmp_path):
-    config = write_config(tmp_path, samples=str(tiny_cohort))
-    run_snakemake(tmp_path, "all", configfile=config)
-    _assert_same_tables(reference_run, tmp_path)
-
-
-def test_sigkill_at_three_points_then_resume_gives_the_same_tables(reference_run, tiny_cohort,
+def test_sigkill_at_three_points_then_resume_gives_the_tables_of_an_uninterrupted_run(reference_run, tiny_cohort,
                                                                     tmp_path):
     config = write_config(tmp_path, samples=str(tiny_cohort))
     n_images = len(pd.read_csv(tiny_cohort, sep="\t"))
