@@ -1191,7 +1191,7 @@ def _render_film(p, anatomy, frame, rng, noise_rng, texture_rng, gas_rng):
         _posterior_elements(pelvis, anatomy["outlines"][name], name, p["size"],
                             0.35 * p["bone_density"], 0.35 * p["cortex_density"])
     _add_ribs(pelvis, p, anatomy, rng)
-    _add_pelvis(pelvis, p, anatomy, rng)
+    _add_pelvis(pelvis, p, anatomy, rng, rim=0.5)
     _add_pelvic_mass(pelvis, p, anatomy, rng, look)
     # Soft, rounded bone edges (the cortex is seen through the whole width of the body,
     # never exactly edge-on); the half-level contour stays on the annotated outline.
@@ -1801,7 +1801,7 @@ def _add_ribs(canvas, p, anatomy, rng):
                         shell=1.0, marrow=0.2, taper=0.55, fade=0.9)
 
 
-def _add_pelvis(canvas, p, anatomy, rng):
+def _add_pelvis(canvas, p, anatomy, rng, *, rim=1.0):
     """Both hemipelves, slightly offset and magnified differently (beam divergence).
 
     The hip axis lies in front of and below the S1 plate at the pelvic tilt angle. Each
@@ -1809,6 +1809,8 @@ def _add_pelvis(canvas, p, anatomy, rng):
     L4-L5 from the anterior superior iliac spine to behind the sacrum; the arcuate line;
     a femoral head (a sphere with its cortex) under the acetabular roof; the greater
     trochanter and femoral shaft going down; the ischium behind and the pubis in front.
+    ``rim`` scales the density of the crest and the arcuate line (the film style draws
+    them fainter, as real films show them through the overlapping pelvis).
     """
     size = p["size"]
     hip = anatomy["hip"]
@@ -1831,11 +1833,11 @@ def _add_pelvis(canvas, p, anatomy, rng):
         crest = (1 - t) ** 2 * asis + 2 * t * (1 - t) * ctrl + t ** 2 * psis + shift
         lower = hip + np.array([[-45.0, -15.0], [0.0, -30.0], [35.0, -28.0]]) * mag + shift
         canvas.polygon(np.vstack([crest, lower]), rng.uniform(6.0, 10.0), soft=3.0)
-        canvas.tube(crest, 4.0 * size, 3.0, shell=1.3)
+        canvas.tube(crest, 4.0 * size, 3.0 * rim, shell=1.3)
         arcuate = np.array([s1[4] + np.array([8.0, 5.0]) * size,
                             hip + np.array([5.0, -32.0]) * size,
                             hip + np.array([40.0, 8.0]) * size]) + shift
-        canvas.tube(arcuate, 2.5 * size, 3.0, shell=1.0)
+        canvas.tube(arcuate, 2.5 * size, 3.0 * rim, shell=1.0)
         head_r = rng.uniform(22.0, 26.0) * mag
         centre = hip + shift * 0.6
         canvas.ellipsoid(centre, (1.0, 0.0), head_r, head_r, 2 * head_r * p["bone_density"])
