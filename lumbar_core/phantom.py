@@ -213,11 +213,14 @@ def render_phantom(seed: int, *, modality: str = "DR", abnormal: bool = False,
     shifted by 0.6-3 mm (axial rotation or lateral tilt doubling the end plates and
     posterior walls) in 60 % of films, vacuum phenomena in narrowed discs, the psoas,
     and bowel content as mottled texture (gas bubbles in stool) with gas-filled
-    loops over L1 to the pelvis; normal spines may show age-typical degeneration
-    (narrowed discs, sclerotic end plates, osteophytes) but no fracture and no slip.
-    Its image formation: bodies only a little brighter than the soft tissue, the
-    posterior elements, pelvis and ribs denser, scatter-to-primary 0.8-2.5, detector blur, strong
-    dynamic-range compression, unsharp masking with halos (85 % of films), grid
+    loops over L1 to the pelvis; a thick back behind the spinous processes, a flat
+    torso section whose outline shows, the thighs and a large soft pelvic mass over
+    L4-S1; a power-law soft-tissue background; normal spines may show age-typical
+    degeneration (narrowed discs, sclerotic end plates, osteophytes) but no fracture
+    and no slip. Its image formation: bodies only a little brighter than the soft
+    tissue, with soft edges and a fine grain at the detector's resolution, the
+    posterior elements, pelvis and ribs denser, scatter-to-primary 0.8-2.5, detector
+    blur, strong dynamic-range compression, unsharp masking with halos (85 % of films), grid
     lines (all CR, 30 % of DR), blanked collimation borders, a darker film-like tone
     curve and a window over the whole patient. The ground truth is exact as for the
     classic style (the annotated outline is the main rendered outline).
@@ -1370,8 +1373,9 @@ def _add_clutter(canvas, rng, look):
 
 
 def _add_pelvic_mass(canvas, p, anatomy, rng, look):
-    """The pelvis as real films show it: the iliac wings and the gluteal mass of both sides overlap into a large bright zone over L4-S1 and the
-    lower third of the film (softer than the drawn iliac crests and femoral heads)."""
+    """The pelvis as real films show it: the iliac wings and the gluteal mass of both
+    sides overlap into a large bright zone over L4-S1 and the lower third of the film
+    (softer than the drawn iliac crests and femoral heads)."""
     size = p["size"]
     hip = np.asarray(anatomy["hip"], dtype=float)
     s1 = anatomy["sacrum"][0]
@@ -1659,7 +1663,8 @@ def _add_torso(canvas, p, anatomy, rng, look):
     r = (X - xc) / half
     lateral = np.float32(width) * (1 + np.float32(0.12) * below)
     if film:  # a flatter section: back and belly thick up to the skin
-        tissue = lateral * np.clip(1 - np.abs(r) ** np.float32(flat), 0, 1) ** np.float32(1 / flat)
+        edge = np.clip(1 - np.abs(r) ** np.float32(flat), 0, 1)
+        tissue = lateral * edge ** np.float32(1 / flat)
     else:
         tissue = lateral * np.sqrt(np.clip(1 - r * r, 0, 1))
     # Lung bases: air above the diaphragm, lowest in the posterior recess.
