@@ -213,11 +213,14 @@ def render_phantom(seed: int, *, modality: str = "DR", abnormal: bool = False,
     shifted by 0.6-3 mm (axial rotation or lateral tilt doubling the end plates and
     posterior walls) in 60 % of films, vacuum phenomena in narrowed discs, the psoas,
     and bowel content as mottled texture (gas bubbles in stool) with gas-filled
-    loops over L1 to the pelvis; normal spines may show age-typical degeneration
-    (narrowed discs, sclerotic end plates, osteophytes) but no fracture and no slip.
-    Its image formation: bodies only a little brighter than the soft tissue, the
-    posterior elements, pelvis and ribs denser, scatter-to-primary 0.8-2.5, detector blur, strong
-    dynamic-range compression, unsharp masking with halos (85 % of films), grid
+    loops over L1 to the pelvis; a thick back behind the spinous processes, a flat
+    torso section whose outline shows, the thighs and a large soft pelvic mass over
+    L4-S1; a power-law soft-tissue background; normal spines may show age-typical
+    degeneration (narrowed discs, sclerotic end plates, osteophytes) but no fracture
+    and no slip. Its image formation: bodies only a little brighter than the soft
+    tissue, with soft edges and a fine grain at the detector's resolution, the
+    posterior elements, pelvis and ribs denser, scatter-to-primary 0.8-2.5, detector
+    blur, strong dynamic-range compression, unsharp masking with halos (85 % of films), grid
     lines (all CR, 30 % of DR), blanked collimation borders, a darker film-like tone
     curve and a window over the whole patient. The ground truth is exact as for the
     classic style (the annotated outline is the main rendered outline).
@@ -640,7 +643,7 @@ def _draw_geometry_film(rng, modality: str, difficulty: float) -> dict:
     # Real spines take most of their lordosis at L4-5 and L5-S1.
     p["lordosis_share"] = {"L1": 0.04, "L2": 0.08, "L3": 0.16, "L4": 0.28, "L5": 0.44}
     box_top = float(rng.normal(*real["box_top_px"]))
-    p["film_place"] = [box_top, float(rng.uniform(0.42, 0.62))]
+    p["film_place"] = [box_top, float(rng.uniform(0.40, 0.56))]
     p["placement"] = [0.5, 0.5]
     # Body sizes: a common factor per film (patient size and magnification) and a
     # smaller one per level.
@@ -1178,9 +1181,12 @@ def _render_film(p, anatomy, frame, rng, noise_rng, texture_rng, gas_rng):
     d = p["difficulty"]
     look = {"style": "film"}
     soft, bone, pelvis = _Canvas(frame), _Canvas(frame), _Canvas(frame)
+    # Trabecular texture: fainter than the classic mesh.
     texture = _texture(texture_rng, frame.work_shape, frame.work_mm)
+    texture *= np.float32(0.6)
     _add_torso(soft, p, anatomy, rng, look)
-    _add_spine(bone, p, anatomy, texture)
+    # A thinner-looking cortex: real bodies show a soft rim, not a bright frame.
+    _add_spine(bone, {**p, "cortex_density": 0.7 * p["cortex_density"]}, anatomy, texture)
     _add_spine_film(bone, soft, p, anatomy, rng, look)
     # Posterior elements: a second busy band behind the bodies, as dense as the bodies
     # in projection (both sides add up), so drawn again with the denser weight.
@@ -1188,9 +1194,16 @@ def _render_film(p, anatomy, frame, rng, noise_rng, texture_rng, gas_rng):
         _posterior_elements(pelvis, anatomy["outlines"][name], name, p["size"],
                             0.35 * p["bone_density"], 0.35 * p["cortex_density"])
     _add_ribs(pelvis, p, anatomy, rng)
-    _add_pelvis(pelvis, p, anatomy, rng)
+    _add_pelvis(pelvis, p, anatomy, rng, rim=0.5)
+    _add_pelvic_mass(pelvis, p, anatomy, rng, look)
+    # Soft, rounded bone edges (the cortex is seen through the whole width of the body,
+    # never exactly edge-on); the half-level contour stays on the annotated outline.
+    edge_mm = float(rng.uniform(0.4, 0.8))
+    look["bone_edge_mm"] = edge_mm
+    bone.we = ndimage.gaussian_filter(bone.we, edge_mm / frame.work_mm)
     _add_bowel(soft, p, anatomy, gas_rng, look)
     _add_gas(soft, p, anatomy, gas_rng, look)
+    _add_clutter(soft, texture_rng, look)
     look["mu_per_mm"] = float(rng.uniform(0.017, 0.021))
     # Bodies only a little brighter than the soft tissue over them; the pelvis and
     # ribs, crossed over a long path by the beam, stay dense.
@@ -1228,7 +1241,11 @@ def _render_film(p, anatomy, frame, rng, noise_rng, texture_rng, gas_rng):
     # Strong dynamic-range compression: the thickness of the trunk is flattened.
     eq = float(rng.uniform(0.65, 0.85))
     eq_mm = float(rng.uniform(15.0, 35.0))
-    low = _smooth_large(log0, eq_mm / frame.work_mm)
+    # The system finds the patient first: the air around it does not pull the local
+    # mean down (no bright halo along the skin).
+    inside = we > 100.0
+    floor = np.float32(np.percentile(log0[inside], 2.0)) if inside.sum() > 100 else log0.min()
+    low = _smooth_large(np.maximum(log0, floor), eq_mm / frame.work_mm)
     correction = np.float32(eq) * (low - np.float32(np.median(low)))
     # Unsharp masking of the system (edge enhancement with halos around bone).
     usm = float(rng.uniform(0.3, 1.0)) if rng.random() < 0.85 else 0.0
@@ -1240,18 +1257,28 @@ def _render_film(p, anatomy, frame, rng, noise_rng, texture_rng, gas_rng):
         log_eq += np.float32(usm) * (log_eq - ndimage.gaussian_filter(log_eq,
                                                                       usm_mm / frame.work_mm))
     t1 = np.exp(-log_eq)
-    photons = float(rng.uniform(6e4, 3e5) / (0.15 + 0.85 * d)) if d > 0 else 1e9
+    photons = float(rng.uniform(1e5, 4e5) / (0.15 + 0.85 * d)) if d > 0 else 1e9
     if p["modality"] == "CR":
         photons *= 0.45
     look["photons_at_l3"] = photons
     gain = float(total[ref]) / photons
     sigma = np.sqrt(total * np.float32(gain) + np.float32(0.02 * gain * float(total[ref])))
     sigma *= t1 / total
+    # Fine trabecular grain at the detector's resolution, inside bone only: finer than
+    # the working grid draws, it rides on the quantum noise's draw (no photon noise).
+    grain = float(rng.uniform(0.004, 0.012))
+    look["bone_grain"] = grain
+    bone_we = (np.float32(look["bone_contrast"]) * bone.we
+               + np.float32(look["pelvis_contrast"]) * pelvis.we)
+    bone_map = np.clip(bone_we / np.float32(max(float(bone_we[ref]), 1.0)), 0, 1.5)
+    sigma = np.sqrt(sigma * sigma + (np.float32(grain) * t1 * bone_map) ** 2)
     # Window over the whole patient, as the system's histogram analysis does.
     keep = (field > 0.99) & (marker < 0.01) & (we > 100.0)
     values = log_eq[keep] if keep.sum() > 100 else log_eq.ravel()
     lo, hi = (float(v) for v in np.percentile(values, [rng.uniform(0.5, 5.0),
                                                        rng.uniform(99.0, 99.9)]))
+    # The thin rim of the body outline stays out of the window (it goes dark).
+    lo = max(lo, float(np.percentile(values, rng.uniform(4.0, 10.0))))
     lo -= (hi - lo) * rng.uniform(0.0, 0.15)
     hi += (hi - lo) * rng.uniform(0.1, 0.35)  # bone is not burnt out
     if blank:
@@ -1327,6 +1354,41 @@ def _add_spine_film(bone, soft, p, anatomy, rng, look):
               taper=1.6)
 
 
+def _add_clutter(canvas, rng, look):
+    """Anatomical background: fat, fascia and muscle bundles make the soft tissue of
+    real films a power-law texture (power falling as 1 / f**2 below 20 mm)
+    rather than a smooth slab, with the sharp small detail that gives real films
+    their flat power spectrum."""
+    shape, work_mm = canvas.frame.work_shape, canvas.frame.work_mm
+    fy = np.fft.fftfreq(shape[0], d=work_mm)[:, None]
+    fx = np.fft.rfftfreq(shape[1], d=work_mm)[None, :]
+    f = np.sqrt(fy * fy + fx * fx, dtype=np.float32)
+    band = np.clip(f, 1 / 20.0, None) ** np.float32(-1.0)
+    white = rng.standard_normal(shape, dtype=np.float32)
+    clutter = np.fft.irfft2(np.fft.rfft2(white) * band, s=shape).astype(np.float32)
+    std = float(rng.uniform(0.3, 0.7))
+    look["clutter_mm"] = std
+    inside = np.clip(canvas.we / np.float32(100.0), 0, 1)
+    canvas.we += np.float32(std / max(float(clutter.std()), 1e-9)) * clutter * inside
+
+
+def _add_pelvic_mass(canvas, p, anatomy, rng, look):
+    """The pelvis as real films show it: the iliac wings and the gluteal mass of both
+    sides overlap into a large bright zone over L4-S1 and the lower third of the film
+    (softer than the drawn iliac crests and femoral heads)."""
+    size = p["size"]
+    hip = np.asarray(anatomy["hip"], dtype=float)
+    s1 = anatomy["sacrum"][0]
+    top = float(anatomy["l45_disc"][1]) + rng.uniform(-15.0, 15.0) * size
+    centre = np.array([(hip[0] + s1[2][0]) / 2 + rng.uniform(-15.0, 15.0) * size,
+                       (top + hip[1] + 80.0 * size) / 2])
+    a = rng.uniform(110.0, 150.0) * size
+    b = max((hip[1] + 80.0 * size - top) / 2, 60.0 * size)
+    amp = float(rng.uniform(15.0, 30.0))
+    look["pelvic_mass"] = {"half_width_mm": float(a), "water_mm": amp}
+    canvas.ellipsoid(centre, (1.0, 0.0), a, b, amp, power=2.0)
+
+
 def _add_bowel(soft, p, anatomy, rng, look):
     """Bowel content in front of the spine: mottled stool (small gas bubbles in faeces)
     and a few larger gas-filled loops, over L1 to the pelvis."""
@@ -1341,14 +1403,15 @@ def _add_bowel(soft, p, anatomy, rng, look):
     mask = (np.clip((front + 10.0) / 20.0, 0, 1) * np.clip((reach - front) / 40.0, 0, 1)
             * np.clip((Y - y0) / 40.0, 0, 1) * np.clip((y1 - Y) / 40.0, 0, 1))
     white = rng.standard_normal(frame.work_shape, dtype=np.float32)
-    fine = ndimage.gaussian_filter(white, 0.9 / frame.work_mm)
+    fine = ndimage.gaussian_filter(white, 1.6 / frame.work_mm)
     fine /= max(float(fine.std()), 1e-6)
-    coarse = ndimage.gaussian_filter(rng.standard_normal(frame.work_shape, dtype=np.float32),
-                                     12.0 / frame.work_mm)
+    coarse = _smooth_large(rng.standard_normal(frame.work_shape, dtype=np.float32),
+                           12.0 / frame.work_mm)
     coarse /= max(float(coarse.std()), 1e-6)
     stool = float(rng.uniform(0.5, 1.0))
-    gas = float(rng.uniform(1.5, 3.5)) * min(max(p["difficulty"], 0.3), 1.5)
-    bubbles = np.clip(fine + 0.2, 0, None) * np.clip(coarse + 0.8, 0, None) * stool
+    gas = float(rng.uniform(0.9, 2.1)) * min(max(p["difficulty"], 0.3), 1.5)
+    # Bubbles with sharp walls (gas against faeces), not smooth blobs.
+    bubbles = np.clip((fine - 0.3) * 3.0, 0, 1) * np.clip(coarse + 0.8, 0, None) * stool
     loops = np.clip(coarse - 1.0, 0, 0.6) / 0.6
     look["bowel"] = {"stool": stool, "gas_mm": gas, "reach_mm": reach}
     soft.we -= np.float32(gas) * mask * (np.minimum(bubbles, 2.5) + 1.5 * loops)
@@ -1491,10 +1554,18 @@ def _collimation(p, frame, rng, look):
 
 
 def _marker(p, frame, rng, look):
-    """Lead letter ('L' or 'R') in the corner farthest from the spine: coverage 0..1."""
+    """Lead letter ('L' or 'R') in the corner farthest from the spine: coverage 0..1.
+
+    The film style also writes "LT", "RT", "LT." or "RT." and larger letters (10-22 mm),
+    as real films' markers read.
+    """
     show = p.get("marker_override", bool(rng.random() < 0.85))
     letter = "L" if rng.random() < 0.5 else "R"
     height_mm = rng.uniform(9.0, 15.0)
+    text = letter
+    if look.get("style") == "film":  # real films: "L", "RT", "LT." and larger letters
+        text = letter + str(rng.choice(["", "T", "T."], p=[0.3, 0.35, 0.35]))
+        height_mm = rng.uniform(10.0, 22.0)
     H, W = frame.work_shape
     if not show:
         look["marker"] = None
@@ -1503,8 +1574,9 @@ def _marker(p, frame, rng, look):
     s = frame.spacing
     (bx0, by0), (bx1, by1) = frame.annotated_box
     h = height_mm / s
-    corners = [(0.07 * cols, 0.06 * rows), (0.93 * cols - 0.6 * h, 0.06 * rows),
-               (0.07 * cols, 0.94 * rows - h), (0.93 * cols - 0.6 * h, 0.94 * rows - h)]
+    wide = 0.6 * h if text == letter else (0.8 * len(text) - 0.2) * h
+    corners = [(0.07 * cols, 0.06 * rows), (0.93 * cols - wide, 0.06 * rows),
+               (0.07 * cols, 0.94 * rows - h), (0.93 * cols - wide, 0.94 * rows - h)]
     centre = np.array([(bx0 + bx1) / 2, (by0 + by1) / 2])
     x0, y0 = max(corners, key=lambda c: np.hypot(*(np.array(c) + [0.3 * h, 0.5 * h] - centre)))
     strokes = {"L": [[(0, 0), (0, 1)], [(0, 1), (0.62, 1)]],
@@ -1512,12 +1584,19 @@ def _marker(p, frame, rng, look):
                      [(0.38, 0)] + [(0.38 + 0.25 * math.sin(t), 0.25 - 0.25 * math.cos(t))
                                     for t in np.linspace(0, math.pi, 9)[1:]] + [(0, 0.5)],
                      [(0.22, 0.5), (0.62, 1)]]}[letter]
+    if text != letter:  # more characters, 0.8 letter heights apart
+        glyphs = {"T": [[(0, 0), (0.62, 0)], [(0.31, 0), (0.31, 1)]],
+                  ".": [[(0.05, 0.93), (0.1, 0.93)]]}
+        strokes = strokes + [[(x + 0.8 * k, y) for x, y in st]
+                             for k, ch in enumerate(text[1:], start=1) for st in glyphs[ch]]
     look["marker"] = {"letter": letter, "x": float(x0), "y": float(y0),
                       "height_mm": float(height_mm)}
+    if text != letter:
+        look["marker"]["text"] = text
     r0 = max(int(y0 / frame.f) - 2, 0)
     r1 = min(int((y0 + 1.2 * h) / frame.f) + 3, H)
     c0 = max(int(x0 / frame.f) - 2, 0)
-    c1 = min(int((x0 + 0.9 * h) / frame.f) + 3, W)
+    c1 = min(int((x0 + (0.9 * h if text == letter else wide + 0.3 * h)) / frame.f) + 3, W)
     cover = np.zeros((H, W), dtype=np.float32)
     if r0 >= r1 or c0 >= c1:
         return cover
@@ -1543,7 +1622,13 @@ def _spine_lines(anatomy):
 
 
 def _add_torso(canvas, p, anatomy, rng, look):
-    """Soft tissue (elliptic torso section), the lung bases and the buttocks."""
+    """Soft tissue (elliptic torso section), the lung bases and the buttocks.
+
+    The film style draws the real films' thick back (paraspinal muscles and skin, about
+    a quarter of the film behind the spinous processes), a flatter torso section whose
+    outline shows at the film's edges, and the thighs and buttocks filling the lower
+    part of the film.
+    """
     size = p["size"]
     frame = canvas.frame
     win = (slice(0, frame.work_shape[0]), slice(0, frame.work_shape[1]))
@@ -1554,6 +1639,15 @@ def _add_torso(canvas, p, anatomy, rng, look):
     width = rng.uniform(280.0, 380.0) * size
     belly = rng.uniform(0.0, 50.0) * size
     buttock = rng.uniform(15.0, 55.0) * size
+    y_recess = float(anatomy["outlines"]["T12"][4][1]) + rng.uniform(-5.0, 25.0) * size
+    lung_air = rng.uniform(25.0, 70.0)
+    film = look.get("style") == "film"
+    thigh, flat = 0.0, 2.0
+    if film:  # drawn after the classic draws, so that the classic look is unchanged
+        back_gap = rng.uniform(115.0, 155.0) * size
+        depth = rng.uniform(240.0, 340.0) * size
+        thigh = rng.uniform(40.0, 110.0) * size
+        flat = rng.uniform(3.0, 5.0)
     y_s1 = float(anatomy["s1_plate"][1][1])
     look["torso"] = {"depth_mm": float(depth), "width_mm": float(width),
                      "back_gap_mm": float(back_gap)}
@@ -1563,16 +1657,20 @@ def _add_torso(canvas, p, anatomy, rng, look):
     y_l3 = float(anatomy["outlines"]["L3"][:, 1].mean())
     bulge = np.exp(-0.5 * ((Y - np.float32(y_l3 + 40)) / np.float32(120.0)) ** 2)
     half = np.float32(depth / 2) + np.float32(belly / 2) * bulge
+    if film:
+        half = half + np.float32(thigh) * below * below * (3 - 2 * below)
     xc = x_back + half
     r = (X - xc) / half
     lateral = np.float32(width) * (1 + np.float32(0.12) * below)
-    tissue = lateral * np.sqrt(np.clip(1 - r * r, 0, 1))
+    if film:  # a flatter section: back and belly thick up to the skin
+        edge = np.clip(1 - np.abs(r) ** np.float32(flat), 0, 1)
+        tissue = lateral * edge ** np.float32(1 / flat)
+    else:
+        tissue = lateral * np.sqrt(np.clip(1 - r * r, 0, 1))
     # Lung bases: air above the diaphragm, lowest in the posterior recess.
-    y_recess = float(anatomy["outlines"]["T12"][4][1]) + rng.uniform(-5.0, 25.0) * size
     x_recess = np.interp(y_recess, py, px) - 25.0 * size
     dome = np.float32(y_recess) - np.float32(0.004) * (X - np.float32(x_recess)) ** 2 / size
     dome = np.minimum(dome, np.float32(y_recess))
-    lung_air = rng.uniform(25.0, 70.0)
     ramp = np.clip((dome - Y) / np.float32(70.0), 0, 1)
     lung = np.float32(lung_air) * ramp * np.clip(1 - r * r, 0, 1)
     look["lung_air_mm"] = float(lung_air)
@@ -1708,7 +1806,7 @@ def _add_ribs(canvas, p, anatomy, rng):
                         shell=1.0, marrow=0.2, taper=0.55, fade=0.9)
 
 
-def _add_pelvis(canvas, p, anatomy, rng):
+def _add_pelvis(canvas, p, anatomy, rng, *, rim=1.0):
     """Both hemipelves, slightly offset and magnified differently (beam divergence).
 
     The hip axis lies in front of and below the S1 plate at the pelvic tilt angle. Each
@@ -1716,6 +1814,8 @@ def _add_pelvis(canvas, p, anatomy, rng):
     L4-L5 from the anterior superior iliac spine to behind the sacrum; the arcuate line;
     a femoral head (a sphere with its cortex) under the acetabular roof; the greater
     trochanter and femoral shaft going down; the ischium behind and the pubis in front.
+    ``rim`` scales the density of the crest and the arcuate line (the film style draws
+    them fainter, as real films show them through the overlapping pelvis).
     """
     size = p["size"]
     hip = anatomy["hip"]
@@ -1738,11 +1838,11 @@ def _add_pelvis(canvas, p, anatomy, rng):
         crest = (1 - t) ** 2 * asis + 2 * t * (1 - t) * ctrl + t ** 2 * psis + shift
         lower = hip + np.array([[-45.0, -15.0], [0.0, -30.0], [35.0, -28.0]]) * mag + shift
         canvas.polygon(np.vstack([crest, lower]), rng.uniform(6.0, 10.0), soft=3.0)
-        canvas.tube(crest, 4.0 * size, 3.0, shell=1.3)
+        canvas.tube(crest, 4.0 * size, 3.0 * rim, shell=1.3)
         arcuate = np.array([s1[4] + np.array([8.0, 5.0]) * size,
                             hip + np.array([5.0, -32.0]) * size,
                             hip + np.array([40.0, 8.0]) * size]) + shift
-        canvas.tube(arcuate, 2.5 * size, 3.0, shell=1.0)
+        canvas.tube(arcuate, 2.5 * size, 3.0 * rim, shell=1.0)
         head_r = rng.uniform(22.0, 26.0) * mag
         centre = hip + shift * 0.6
         canvas.ellipsoid(centre, (1.0, 0.0), head_r, head_r, 2 * head_r * p["bone_density"])

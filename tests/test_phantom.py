@@ -438,3 +438,33 @@ def test_film_cohort_is_written_with_the_film_style(tmp_path):
                                     abnormal=plan["abnormal"], style="film")
     assert ann["vertebrae"]["L3"]["outline"] == expected["vertebrae"]["L3"]["outline"]
     assert ann["image_shape"] == expected["image_shape"]
+
+
+def test_film_back_soft_tissue_lies_behind_the_spine():
+    # Real films show a thick band of back muscle and skin behind the spinous processes
+    # (about a quarter of the film): 75-100 mm behind the L3 posterior wall the film
+    # shows tissue at least a third as bright as the body over the soft-tissue floor,
+    # not the air beyond the skin.
+    kw = {"shape": (700, 600), "pixel_spacing_mm": 0.6, "collimation": "none",
+          "marker": False}
+    for seed in range(4):
+        image, ann, _ = render_phantom(seed, style="film", **kw)
+        o = _outline(ann, "L3")
+        row, back = int(round(o[:, 1].mean())), o[:, 0].max()  # anterior on the left
+        band = image[row - 20:row + 20, int(back + 75 / 0.6):int(back + 100 / 0.6)]
+        body = np.median(image[row - 5:row + 5, int(o[:, 0].min()) + 5:int(back) - 5])
+        floor = np.percentile(image, 1)
+        assert band.size > 0
+        assert (np.median(band) - floor) / (body - floor) > 0.3, seed
+
+
+def test_film_is_deterministic_and_markers_vary():
+    kw = {"shape": (500, 420), "pixel_spacing_mm": 0.8}
+    image, ann, meta = render_phantom(11, style="film", **kw)
+    again, ann2, meta2 = render_phantom(11, style="film", **kw)
+    assert np.array_equal(image, again) and ann == ann2 and meta == meta2
+    texts = set()
+    for seed in range(12):
+        _, _, meta = render_phantom(seed, style="film", marker=True, **kw)
+        texts.add(meta["marker"].get("text", meta["marker"]["letter"]))
+    assert len(texts) >= 3 and {t[0] for t in texts} == {"L", "R"}, texts
