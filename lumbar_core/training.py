@@ -12,7 +12,10 @@ The sequences draw their shuffling and augmentation from their own ``seed``: ima
 ``i`` in epoch ``e`` is augmented by ``numpy.random.default_rng([seed, e, i])`` and
 the order of epoch ``e`` is a permutation drawn from ``default_rng([seed, e])``, so a
 batch does not depend on worker scheduling. :func:`train_model` calls
-:func:`set_seed` with its ``seed`` before fitting.
+:func:`set_seed` with its ``seed`` before fitting, and at the start of each epoch of
+``fit`` sets the training sequence's ``epoch`` to that epoch's number: Keras also calls
+``on_epoch_end`` once when ``fit`` starts, so counting its calls trained epoch 1 on the
+sequence's epoch 2.
 """
 
 from __future__ import annotations
@@ -192,7 +195,7 @@ class _AugmentedSequence(keras.utils.PyDataset):
     """Shared batching, shuffling and per-image random generators."""
 
     def __init__(self, n, *, batch_size, augment, seed, shuffle, augment_kwargs, **kwargs):
-        kwargs.setdefault("workers", DATA_WORKERS)
+        kwargs.setdefault("workers", _default_workers())
         super().__init__(**kwargs)
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int. Received: batch_size={batch_size!r}")
@@ -223,9 +226,15 @@ class _AugmentedSequence(keras.utils.PyDataset):
     def _rng(self, i):
         return np.random.default_rng([self.seed, self.epoch, int(i)])
 
-    def on_epoch_end(self):
-        self.epoch += 1
+    def set_epoch(self, epoch):
+        """Draw the order and the augmentation of epoch ``epoch`` (from 0)."""
+        if not isinstance(epoch, (int, np.integer)) or isinstance(epoch, bool) or epoch < 0:
+            raise ValueError(f"epoch must be a non-negative int. Received: epoch={epoch!r}")
+        self.epoch = int(epoch)
         self._order = self._make_order()
+
+    def on_epoch_end(self):
+        self.set_epoch(self.epoch + 1)
 
 
 #: Threads that prepare batches (``keras.utils.PyDataset(workers=...)``). With one, Keras
@@ -234,8 +243,21 @@ class _AugmentedSequence(keras.utils.PyDataset):
 #: the demo's Pose-net: epochs of 10 s instead of 5 s). With two, Keras's own ordered
 #: queue feeds it and tf.data's autotuning is off: no such wait. Batches keep their order
 #: and each image's augmentation is seeded by (seed, epoch, index), so the trained
-#: weights are the same either way.
+#: weights are the same either way. TensorFlow backend only: see :func:`_default_workers`.
 DATA_WORKERS = 2
+
+
+def _default_workers():
+    """Batch workers of a sequence: :data:`DATA_WORKERS` on TensorFlow, one elsewhere.
+
+    With more than one worker Keras prefetches batches in its ordered queue, and when it
+    stops the queue it keeps the prefetched batches for the next run. On JAX, ``fit``
+    takes one batch to build the model before training, so the batches prefetched then
+    were trained on first and every epoch was shifted by them: from the same weights and
+    seed the first training step saw another batch than on TensorFlow (loss 1.1361
+    against 1.1406 for a small U-net). One worker reads the batches in order, unbuffered.
+    """
+    return DATA_WORKERS if keras.backend.backend() == "tensorflow" else 1
 
 
 def _stack(arrays):
@@ -528,6 +550,12 @@ def train_model(
         on_epoch_end=lambda epoch, logs: seconds.__setitem__(-1, seconds[-1] + time.perf_counter()))
     callbacks = [keras.callbacks.LearningRateScheduler(schedule), timer, best_overall,
                  keras.callbacks.LambdaCallback(on_epoch_end=end_of_warmup), stopping]
+    if isinstance(train_data, _AugmentedSequence):
+        # Epoch e of fit draws the sequence's epoch e, whatever on_epoch_end calls Keras
+        # makes around it (see the module docstring). Callbacks run before the data
+        # adapter starts fetching the epoch's batches.
+        callbacks.insert(0, keras.callbacks.LambdaCallback(
+            on_epoch_begin=lambda epoch, logs: train_data.set_epoch(epoch)))
     if log is not None:
         callbacks.append(keras.callbacks.LambdaCallback(
             on_epoch_end=lambda epoch, logs: _log_epoch(log, epoch, epochs, logs,
