@@ -3,13 +3,14 @@
 ``time`` prints the time of one call of :func:`lumbar_core.training.augment_pair` on an
 image of the Pose-net's input size (``I``, 512 x 256) and on square patches
 (``--patch-sizes``), with the paper's augmentation (``paper``,
-:data:`lumbar_core.training.PAPER_AUGMENTATION`) and with ``training.augment`` of
-``config.yaml`` (``config``), median of ``--repeats`` calls.
+:data:`lumbar_core.training.PAPER_AUGMENTATION`) and with every part on
+(``wide``, ``config/augment_wide.yaml``), median of ``--repeats`` calls.
 
 ``train`` trains the Pose-net (the ``posenet`` block of ``config.yaml``: width, depth,
 downsample, batch size, warm-up) on the train split of a finished workflow's results for
 ``--epochs`` epochs (no early stopping, the weights of the lowest validation loss kept)
-once per augmentation setting, and prints for each its best validation loss and, on the
+once per augmentation setting (``paper``, ``wide``, or ``config``: ``training.augment``
+of ``config.yaml``), and prints for each its best validation loss and, on the
 validation split, the centre error of the five centres that the peak selection finds
 (mean distance to the annotated centres in ``I`` pixels over the images where it finds
 five) and how many images it finds five centres on; ``--other-workdir`` scores the same
@@ -20,7 +21,7 @@ train and val splits are read; a test split never is.
 Usage::
 
     python benchmarks/augmentation.py time [--repeats N] [--patch-sizes 128 224]
-    python benchmarks/augmentation.py train --workdir DIR [--epochs 15] [--settings paper config]
+    python benchmarks/augmentation.py train --workdir DIR [--epochs 15] [--settings paper wide]
         [--other-workdir DIR2]
 
 where ``DIR`` holds the sample sheet named by ``--samples`` (relative to ``DIR``; default
@@ -49,10 +50,11 @@ def settings(name):
 
     if name == "paper":
         return dict(PAPER_AUGMENTATION)
-    if name == "config":
-        block = yaml.safe_load((_ROOT / "config.yaml").read_text())["training"]["augment"]
+    files = {"config": _ROOT / "config.yaml", "wide": _ROOT / "config" / "augment_wide.yaml"}
+    if name in files:
+        block = yaml.safe_load(files[name].read_text())["training"]["augment"]
         return {k: tuple(v) if isinstance(v, list) else v for k, v in block.items()}
-    raise ValueError(f"unknown setting {name!r}: paper or config")
+    raise ValueError(f"unknown setting {name!r}: paper, config or wide")
 
 
 def run_time(args):
@@ -66,7 +68,7 @@ def run_time(args):
         image = rng.random(shape).astype(np.float32)
         labels = (image > 0.5).astype(np.uint8) if shape[0] == shape[1] else None
         points = np.array([[shape[1] / 2, shape[0] / 4], [shape[1] / 2, 3 * shape[0] / 4]])
-        for name in ("paper", "config"):
+        for name in ("paper", "wide"):
             kwargs = settings(name)
             seeds = iter(range(10**6))
 
@@ -165,7 +167,7 @@ def main(argv=None):
     training.add_argument("--workdir", required=True)
     training.add_argument("--samples", default="resources/demo/samples.tsv")
     training.add_argument("--epochs", type=int, default=15)
-    training.add_argument("--settings", nargs="+", default=["paper", "config"])
+    training.add_argument("--settings", nargs="+", default=["paper", "wide"])
     training.add_argument("--seed", type=int, default=0)
     training.add_argument("--other-workdir", help="score the models on this cohort's val split too")
     args = parser.parse_args(argv)
