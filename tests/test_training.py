@@ -354,3 +354,429 @@ def test_config_augmentation_blocks_are_valid_settings():
     # The default is the paper's augmentation: the other parts are off.
     out = augment_pair(image, rng=np.random.default_rng(0), **block("config.yaml"))[0]
     np.testing.assert_array_equal(out, augment_pair(image, rng=np.random.default_rng(0))[0])
+
+
+# ---------------------------------------------------------------- sequences
+
+
+def _spine(n=3, shape=(64, 32)):
+    """Images with a bright 3x3 blob at each of five centres, and the centres."""
+    rows, cols = shape
+    centres = np.stack(
+        [np.stack([np.full(5, cols / 2 + k), np.linspace(12, rows - 14, 5)], axis=1) for k in range(n)]
+    )
+    images = np.zeros((n, rows, cols), np.float32)
+    for i, pts in enumerate(centres):
+        for x, y in np.rint(pts).astype(int):
+            images[i, y - 1 : y + 2, x - 1 : x + 2] = 1.0
+    return images, centres
+
+
+def test_heatmap_sequence_targets_without_augmentation():
+    images, centres = _spine()
+    seq = HeatmapSequence(images, centres, [4.0, 5.0, 6.0], batch_size=2)
+    assert len(seq) == 2
+    x, y = seq[1]
+    assert x.shape == (1, 64, 32, 1) and set(y) == {"y_l5", "y_l15"}
+    y_l5, y_l15 = confidence_targets(centres[2], 6.0, (64, 32))
+    np.testing.assert_allclose(y["y_l5"][0, ..., 0], y_l5)
+    np.testing.assert_allclose(y["y_l15"][0, ..., 0], y_l15)
+    np.testing.assert_array_equal(x[0, ..., 0], images[2])
+
+
+def test_heatmap_sequence_augmented_targets_follow_image():
+    images, centres = _spine()
+    seq = HeatmapSequence(
+        images,
+        centres,
+        4.0,
+        batch_size=3,
+        augment=True,
+        seed=3,
+        augment_kwargs={"gamma_range": (1.0, 1.0), "gain_range": (1.0, 1.0)},
+    )
+    x, y = seq[0]
+    moved = False
+    for b in range(3):
+        row, col = np.unravel_index(np.argmax(y["y_l5"][b, ..., 0]), (64, 32))
+        assert x[b, row, col, 0] > 0.3  # the L5 blob lies under the L5 target peak
+        peaks = y["y_l15"][b, ..., 0] > 0.5
+        assert x[b, ..., 0][peaks].mean() > 0.3
+        moved |= not np.array_equal(x[b, ..., 0], images[seq._order[b]])
+    assert moved
+    again = HeatmapSequence(
+        images,
+        centres,
+        4.0,
+        batch_size=3,
+        augment=True,
+        seed=3,
+        augment_kwargs={"gamma_range": (1.0, 1.0), "gain_range": (1.0, 1.0)},
+    )
+    np.testing.assert_array_equal(again[0][0], x)
+    seq.on_epoch_end()
+    assert not np.array_equal(seq[0][0], x)
+
+
+def test_heatmap_sequence_rejects_bad_inputs():
+    images, centres = _spine()
+    with pytest.raises(ValueError, match="centres"):
+        HeatmapSequence(images, centres[:, :4], 4.0)
+    with pytest.raises(ValueError, match="sigma2"):
+        HeatmapSequence(images, centres, 0.0)
+    with pytest.raises(ValueError, match="batch_size=0"):
+        HeatmapSequence(images, centres, 4.0, batch_size=0)
+
+
+def test_segmentation_sequence_one_hot_per_output():
+    images = np.random.default_rng(0).random((3, 16, 16)).astype(np.float32)
+    labels = np.random.default_rng(1).integers(0, 6, (3, 16, 16)).astype(np.uint8)
+    seq = SegmentationSequence(images, labels, 6, batch_size=2, output_names=["side_1", "fused"])
+    x, y = seq[0]
+    assert x.shape == (2, 16, 16, 1) and sorted(y) == ["fused", "side_1"]
+    assert y["fused"].shape == (2, 16, 16, 6) and y["fused"].dtype == np.float32
+    np.testing.assert_array_equal(np.argmax(y["fused"], axis=-1), labels[:2])
+    np.testing.assert_array_equal(y["fused"].sum(axis=-1), 1.0)
+    aug = SegmentationSequence(images, labels, 6, batch_size=3, augment=True, seed=0)
+    xa, ya = aug[0]
+    np.testing.assert_array_equal(ya["fused"].sum(axis=-1), 1.0)
+    with pytest.raises(ValueError, match=r"\[0, 6\)"):
+        SegmentationSequence(images, labels + 1, 6)
+    with pytest.raises(ValueError, match="labels"):
+        SegmentationSequence(images, labels.astype(np.float32), 6)
+
+
+# ---------------------------------------------------------------- train_model
+
+
+@pytest.fixture
+def eager():
+    """Run Keras' train/test functions eagerly (TensorFlow): tracing a convolutional
+    model costs seconds on a loaded CPU, far more than these tiny runs themselves."""
+    if keras.backend.backend() != "tensorflow":
+        yield
+        return
+    import tensorflow as tf
+
+    tf.config.run_functions_eagerly(True)
+    try:
+        yield
+    finally:
+        tf.config.run_functions_eagerly(False)
+
+
+def _linear_problem(seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(16, 4)).astype(np.float32)
+    y = (x @ np.array([1.0, -2.0, 0.5, 3.0], np.float32))[:, None]
+    return x, y
+
+
+def _linear_model():
+    inputs = keras.Input((4,), name="x")
+    return keras.Model(inputs, keras.layers.Dense(1, name="dense")(inputs), name="linear")
+
+
+def test_train_model_warmup_then_lr_and_history():
+    set_seed(0)
+    model = _linear_model()
+    log = io.StringIO()
+    data = _linear_problem()
+    history = train_model(
+        model,
+        data,
+        data,
+        loss="mse",
+        epochs=4,
+        warmup_epochs=2,
+        warmup_lr=1e-4,
+        lr=1e-2,
+        patience=10,
+        log=log,
+    )
+    assert list(history.columns) == ["epoch", "loss", "val_loss", "lr", "seconds", "best"]
+    assert history["epoch"].tolist() == [1, 2, 3, 4]
+    np.testing.assert_allclose(history["lr"], [1e-4, 1e-4, 1e-2, 1e-2], rtol=1e-6)
+    assert history["best"].sum() == 1
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 4
+    assert lines[2].startswith("epoch 3/4 loss ") and "val_loss" in lines[2] and "lr 0.01" in lines[2]
+
+
+def test_train_model_early_stopping_restores_best_weights():
+    """A huge learning rate after the warm-up makes the validation loss blow up: the
+    run must stop ``patience`` epochs after the warm-up and keep the best weights."""
+    set_seed(0)
+    model = _linear_model()
+    data = _linear_problem()
+    history = train_model(
+        model, data, data, loss="mse", epochs=30, warmup_epochs=3, warmup_lr=1e-2, lr=50.0, patience=2
+    )
+    assert len(history) == 5  # three warm-up epochs, then two without improvement
+    best = history["val_loss"].idxmin()
+    assert history["best"].tolist() == [i == best for i in range(len(history))]
+    assert best < 3 and history["val_loss"].iloc[-1] > history["val_loss"].min()
+    val = model.evaluate(data[0], data[1], verbose=0, return_dict=True)["loss"]
+    assert val == pytest.approx(history["val_loss"].min(), rel=1e-5)
+
+
+def test_train_model_never_stops_during_warmup():
+    set_seed(0)
+    model = _linear_model()
+    data = _linear_problem()
+    history = train_model(
+        model, data, data, loss="mse", epochs=4, warmup_epochs=4, warmup_lr=50.0, lr=50.0, patience=1
+    )
+    assert len(history) == 4
+
+
+def _train_tiny_posenet(seed, epochs=2, **kwargs):
+    images, centres = _spine(n=6, shape=(32, 16))
+    centres[..., 1] = np.linspace(6, 25, 5)
+    set_seed(seed)
+    model = build_posenet((32, 16, 1), width=2, depth=2)
+    train = HeatmapSequence(images, centres, 3.0, batch_size=2, augment=True, seed=seed, **kwargs)
+    val = HeatmapSequence(images[:2], centres[:2], 3.0, batch_size=2, **kwargs)
+    history = train_model(model, train, val, loss=posenet_loss(), epochs=epochs, warmup_epochs=1,
+                          seed=seed)
+    return model.get_weights(), history
+
+
+def test_trained_weights_do_not_depend_on_data_workers():
+    """The default two batch workers (no tf.data stall) train what one worker trains."""
+    from lumbar_core.training import DATA_WORKERS
+
+    assert DATA_WORKERS > 1
+    one, _ = _train_tiny_posenet(0, epochs=3, workers=1)
+    default, _ = _train_tiny_posenet(0, epochs=3)
+    assert len(one) == len(default)
+    for a, b in zip(one, default):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_train_model_is_deterministic(eager):
+    first, history = _train_tiny_posenet(0)
+    second, _ = _train_tiny_posenet(0)
+    assert len(history) == 2 and np.isfinite(history["loss"]).all()
+    # Each map's own loss is in the history; together they make the loss (Eq. 2 + 3).
+    outputs = ["y_l15_loss", "y_l5_loss", "val_y_l15_loss", "val_y_l5_loss"]
+    assert sorted(history.columns[6:]) == sorted(outputs)
+    np.testing.assert_allclose(history["val_y_l5_loss"] + history["val_y_l15_loss"],
+                               history["val_loss"], rtol=1e-4)
+    assert len(first) == len(second)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_train_model_on_segmentation_sequence(eager):
+    set_seed(0)
+    model = build_unet((16, 16, 1), filters=(2, 2, 2, 2, 2))
+    images = np.random.default_rng(0).random((4, 16, 16)).astype(np.float32)
+    labels = (images > 0.5).astype(np.uint8)
+    seq = SegmentationSequence(images, labels, 2, batch_size=2, output_names=model.output_names)
+    history = train_model(model, seq, seq, loss=unet_loss(), epochs=1, warmup_epochs=0, lr=1e-2)
+    assert history["lr"].tolist() == [pytest.approx(1e-2)]
+    assert np.isfinite(history["val_loss"]).all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"epochs": 0}, "epochs=0"),
+        ({"warmup_epochs": -1}, "warmup_epochs=-1"),
+        ({"patience": 0}, "patience=0"),
+        ({"lr": 0.0}, "lr=0.0"),
+        ({"min_delta": -1.0}, "min_delta=-1.0"),
+    ],
+)
+def test_train_model_rejects_bad_arguments(kwargs, match):
+    data = _linear_problem()
+    kwargs = {"loss": "mse", "epochs": 1, "warmup_epochs": 0, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        train_model(_linear_model(), data, data, **kwargs)
+    with pytest.raises(ValueError, match="val_data"):
+        train_model(_linear_model(), data, None, loss="mse", epochs=1, warmup_epochs=0)
+
+
+# ------------------------------------------- the Keras callbacks against the old loop
+class _ReferenceWarmupEarlyStopping(keras.callbacks.Callback):
+    """The hand-written callback that train_model used before it used Keras' callbacks:
+    the specification the library callbacks must reproduce (weights and history)."""
+
+    def __init__(self, *, warmup_epochs, warmup_lr, lr, patience, min_delta):
+        super().__init__()
+        self.warmup_epochs, self.warmup_lr, self.lr = warmup_epochs, warmup_lr, lr
+        self.patience, self.min_delta = patience, min_delta
+        self.rows, self.best, self.best_epoch, self.best_weights, self.wait = [], np.inf, None, None, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._lr = self.warmup_lr if epoch < self.warmup_epochs else self.lr
+        self.model.optimizer.learning_rate = self._lr
+
+    def on_epoch_end(self, epoch, logs=None):
+        val_loss = float(logs.get("val_loss", np.nan))
+        self.rows.append({"epoch": epoch + 1, "loss": float(logs["loss"]), "val_loss": val_loss,
+                          "lr": self._lr})
+        if val_loss < self.best - self.min_delta:
+            self.best, self.best_epoch, self.wait = val_loss, epoch + 1, 0
+            self.best_weights = self.model.get_weights()
+        elif epoch >= self.warmup_epochs:
+            self.wait += 1
+            if self.wait >= self.patience:
+                self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+
+def _reference_train(data, *, epochs, warmup_epochs, warmup_lr, lr, patience, min_delta=0.0):
+    set_seed(0)
+    model = _linear_model()
+    callback = _ReferenceWarmupEarlyStopping(warmup_epochs=warmup_epochs, warmup_lr=warmup_lr,
+                                             lr=lr, patience=patience, min_delta=min_delta)
+    first = warmup_lr if warmup_epochs > 0 else lr
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=first), loss="mse")
+    set_seed(0)
+    model.fit(x=data[0], y=data[1], batch_size=4, shuffle=True, epochs=epochs,
+              callbacks=[callback], verbose=0, validation_data=data)
+    rows = callback.rows
+    for row in rows:
+        row["best"] = row["epoch"] == callback.best_epoch
+    return model.get_weights(), rows
+
+
+@pytest.mark.parametrize("kwargs", [
+    # a warm-up epoch is the best, then the loss blows up: stop `patience` epochs later
+    {"epochs": 30, "warmup_epochs": 3, "warmup_lr": 1e-2, "lr": 50.0, "patience": 2},
+    # patience 1 right after the warm-up
+    {"epochs": 30, "warmup_epochs": 3, "warmup_lr": 1e-2, "lr": 50.0, "patience": 1},
+    # a run that keeps improving to the end
+    {"epochs": 8, "warmup_epochs": 2, "warmup_lr": 1e-3, "lr": 3e-2, "patience": 3},
+    # no warm-up; a noisy run that stops on patience
+    {"epochs": 25, "warmup_epochs": 0, "warmup_lr": 1e-5, "lr": 0.6, "patience": 2},
+    # the whole run is warm-up; min_delta
+    {"epochs": 4, "warmup_epochs": 6, "warmup_lr": 0.3, "lr": 1e-3, "patience": 1,
+     "min_delta": 1e-3},
+])
+def test_keras_callbacks_train_the_same_weights_and_history_as_the_old_loop(kwargs):
+    data = _linear_problem()
+    want_weights, want_rows = _reference_train(data, **kwargs)
+    set_seed(0)  # the same initial weights as the reference; train_model seeds fit itself
+    model = _linear_model()
+    history = train_model(model, data, data, loss="mse", seed=0, **kwargs)
+    got = history[["epoch", "loss", "val_loss", "lr", "best"]].to_dict("records")
+    assert got == want_rows
+    for w, v in zip(model.get_weights(), want_weights, strict=True):
+        np.testing.assert_array_equal(w, v)
+
+
+def test_train_model_writes_a_csv_log(tmp_path):
+    set_seed(0)
+    data = _linear_problem()
+    history = train_model(_linear_model(), data, data, loss="mse", epochs=3, warmup_epochs=1,
+                          csv_log=tmp_path / "epochs.csv")
+    import pandas as pd
+
+    logged = pd.read_csv(tmp_path / "epochs.csv")
+    assert logged["epoch"].tolist() == [0, 1, 2]
+    np.testing.assert_array_equal(logged["val_loss"], history["val_loss"])
+    np.testing.assert_allclose(logged["learning_rate"], history["lr"], rtol=1e-6)
+
+
+# ---------------------------------------------------------------- backends
+
+# Trains the tiny M-net, U-net and Pose-net for two epochs (six steps at the warm-up rate) with
+# train_model and the project's sequences and losses, from the weights in argv[1] (written
+# by the first run, loaded by the others), and writes the validation losses to argv[2].
+_BACKEND_SCRIPT = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+    import numpy as np
+    import keras
+    from lumbar_core.models import (build_mnet, build_posenet, build_unet, load_model,
+                                    mnet_loss, posenet_loss, save_model, unet_loss)
+    from lumbar_core.training import HeatmapSequence, SegmentationSequence, train_model
+
+    folder, out = Path(sys.argv[1]), sys.argv[2]
+    rng = np.random.default_rng(0)
+    images = rng.random((8, 32, 32)).astype("float32")
+    labels = (images > 0.5).astype("uint8")
+    spine = rng.random((6, 64, 32)).astype("float32")
+    centres = np.stack([np.c_[np.full(5, 16.0), 10.0 + 10.0 * np.arange(5)]] * 6)
+    nets = {
+        "mnet": (lambda: build_mnet((32, 32, 1), num_classes=2, filters=(4, 4, 4, 4, 4)), mnet_loss),
+        "unet": (lambda: build_unet((32, 32, 1), num_classes=2, filters=(4, 4, 4, 4, 4)), unet_loss),
+        "posenet": (lambda: build_posenet((64, 32, 1), width=4, depth=2), posenet_loss),
+    }
+    result = {"backend": keras.backend.backend()}
+    if result["backend"] == "tensorflow":
+        import tensorflow as tf
+
+        # Eager: tracing these tiny graphs costs minutes on a loaded 2-core machine; the
+        # kernels (oneDNN or not) and op determinism are the same.
+        tf.config.run_functions_eagerly(True)
+    for name, (build, loss) in nets.items():
+        path = folder / f"{name}.keras"
+        if not path.exists():
+            keras.utils.set_random_seed(0)
+            save_model(build(), path)
+        model = load_model(path)
+        if name == "posenet":
+            kw = {"batch_size": 2}
+            train = HeatmapSequence(spine[:4], centres[:4], 4.0, augment=True, seed=0, **kw)
+            val = HeatmapSequence(spine[4:], centres[4:], 4.0, seed=0, **kw)
+        else:
+            kw = {"batch_size": 2, "output_names": list(model.output_names)}
+            train = SegmentationSequence(images[:6], labels[:6], 2, augment=True, seed=0, **kw)
+            val = SegmentationSequence(images[6:], labels[6:], 2, seed=0, **kw)
+        history = train_model(model, train, val, loss=loss(), epochs=2, warmup_epochs=2,
+                              warmup_lr=1e-4, patience=5)
+        result[name] = history["val_loss"].tolist()
+    Path(out).write_text(json.dumps(result))
+    """)
+
+
+def _train_on(backend, folder, out, **env):
+    environ = {
+        **os.environ,
+        "KERAS_BACKEND": backend,
+        "JAX_PLATFORMS": "cpu",
+        "CUDA_VISIBLE_DEVICES": "",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        **env,
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", _BACKEND_SCRIPT, str(folder), str(out)],
+        capture_output=True, text=True, env=environ, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(Path(out).read_text())
+    assert result["backend"] == backend
+    return result
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None,
+                    reason="JAX is not installed (pip install -e '.[test]' brings it)")
+def test_training_gives_the_same_validation_loss_on_tensorflow_jax_and_onednn(tmp_path):
+    """Same weights, data, losses and loop: the validation losses after two epochs (six
+    steps at learning rate 1e-4) agree within 1e-3 on TensorFlow with oneDNN off and on,
+    and on JAX.
+
+    Known gap, reported as an expected failure rather than hidden by a wider tolerance: the
+    U-net (the only one of the three with BatchNormalization) on JAX ended 1.5e-3 from
+    TensorFlow's validation loss after the six steps (0.7525 / 0.7541; after the first three
+    steps 2.3e-4), while the M-net and Pose-net stayed within 1.5e-4.
+    """
+    plain = _train_on("tensorflow", tmp_path, tmp_path / "tf.json", TF_ENABLE_ONEDNN_OPTS="0")
+    onednn = _train_on("tensorflow", tmp_path, tmp_path / "onednn.json", TF_ENABLE_ONEDNN_OPTS="1")
+    jax = _train_on("jax", tmp_path, tmp_path / "jax.json")
+    for name in ("mnet", "unet", "posenet"):
+        assert len(plain[name]) == 2 and np.all(np.isfinite(plain[name])), plain
+        np.testing.assert_allclose(onednn[name], plain[name], atol=1e-3, rtol=0, err_msg=name)
+    for name in ("mnet", "posenet"):
+        np.testing.assert_allclose(jax[name], plain[name], atol=1e-3, rtol=0, err_msg=name)
+    gap = float(np.max(np.abs(np.subtract(jax["unet"], plain["unet"]))))
+    if gap > 1e-3:
+        pytest.xfail(f"U-net on JAX {gap:.1e} from TensorFlow after six steps (target 1e-3)")
