@@ -43,9 +43,9 @@ def _split(paths, train_ids, val_ids):
 
 
 def _augment_kwargs(training: dict) -> dict:
-    aug = training["augment"]
-    return {"max_rotation_deg": aug["max_rotation_deg"], "max_shift_frac": aug["max_shift_frac"],
-            "contrast_range": tuple(aug["contrast_range"])}
+    """``training.augment`` as keyword arguments of ``training.augment_pair`` (ranges as tuples)."""
+    return {key: tuple(value) if isinstance(value, list) else value
+            for key, value in training["augment"].items()}
 
 
 def _fit(model, train_seq, val_seq, *, loss, settings, training, out_model, out_history, log,
