@@ -189,7 +189,7 @@ def run_loop(workdir, sheet, config, models):
     """
     _import_root()
     from lumbar_core import model_stages, stages
-    from lumbar_core.cohort import load_sample_sheet
+    from lumbar_core.workflow.cohort import load_sample_sheet
     from lumbar_core.io import read_json
     from lumbar_core.levelset import LevelSetParams
 

@@ -1,7 +1,7 @@
 """One function per model rule (training and sharded inference).
 
 Keras is imported inside the functions, after the job has claimed its GPU
-(:func:`lumbar_core.gpu.gpu_slot`), so that ``CUDA_VISIBLE_DEVICES`` is set before any
+(:func:`lumbar_core.workflow.gpu.gpu_slot`), so that ``CUDA_VISIBLE_DEVICES`` is set before any
 framework starts. Inference works on a shard of images with the model loaded once and
 writes one file per image, ``<out_dir>/<image_id>.npz``, carrying each image's status.
 """

@@ -645,7 +645,7 @@ def run_image_overlay(image_id: str, image_path, peaks_path, geometry_path, refi
 
 def run_contact_sheet(sheet_path, out_path, *, n: int = 8) -> None:
     """The demo cohort's contact sheet: ``n`` images (every stratum) with GT outlines."""
-    from .cohort import load_sample_sheet
+    from .workflow.cohort import load_sample_sheet
     from .plots import contact_sheet
     from .preprocess import normalise_intensity
 

@@ -173,7 +173,7 @@ def test_good_annotation_gives_masks_in_every_grid(tmp_path):
 
 
 def test_unicode_and_spaces_in_paths(tmp_path):
-    from lumbar_core.cohort import load_sample_sheet
+    from lumbar_core.workflow.cohort import load_sample_sheet
 
     folder = tmp_path / "Röntgen Bilder" / "Ω site 2"
     folder.mkdir(parents=True)

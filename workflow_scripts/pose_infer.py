@@ -5,7 +5,7 @@ import sys
 log = open(snakemake.log[0], "w", buffering=1)
 sys.stderr = sys.stdout = log
 
-from lumbar_core.environment import model_job
+from lumbar_core.workflow.environment import model_job
 
 # Threads, oneDNN, GPU slot and Keras backend: all before Keras is imported.
 with model_job(snakemake.rule, threads=snakemake.threads, log=log):

@@ -5,7 +5,7 @@ import sys
 log = open(snakemake.log[0], "w", buffering=1)
 sys.stderr = sys.stdout = log
 
-from lumbar_core.environment import model_job
+from lumbar_core.workflow.environment import model_job
 
 # Threads and oneDNN before Keras is imported. The grid search is level-set work on the
 # CPU around small M-net and U-net inferences: it runs on the CPU, in the CPU environment, always.
