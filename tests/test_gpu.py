@@ -261,11 +261,19 @@ def test_every_model_script_sizes_tensorflow_to_its_threads_before_keras():
     """A model job keeps to the cores Snakemake counted for it (TF ignores OMP_NUM_THREADS):
     every model script enters lumbar_core.workflow.environment.model_job, which calls
     limit_framework_threads, with its threads before it imports the models."""
-    scripts = sorted((REPO / "workflow_scripts").glob("*.py"))
-    model_scripts = [p for p in scripts if "model_stages" in p.read_text()]
+    import re
+
+    # The scripts of the rules that load a model: those that claim a GPU, and tune_levelset.
+    model_scripts = set()
+    for smk in (REPO / "rules").glob("*.smk"):
+        for block in re.split(r"\n(?=rule )", smk.read_text()):
+            script = re.search(r'script:\s*"\.\./(workflow_scripts/\w+\.py)"', block)
+            if script and ("gpu=1" in block or block.startswith("rule tune_levelset:")):
+                model_scripts.add(REPO / script.group(1))
     assert len(model_scripts) >= 7
-    for path in model_scripts:
+    for path in sorted(model_scripts):
         text = path.read_text()
         call = text.find("with model_job(snakemake.rule, threads=snakemake.threads")
         assert call != -1, f"{path.name} does not set up its model job (threads, device)"
-        assert call < text.find("model_stages"), f"{path.name} imports the models first"
+        step = text.find("from lumbar_core.steps import")
+        assert step != -1 and call < step, f"{path.name} imports the models first"

@@ -9,6 +9,11 @@ from lumbar_core.workflow.environment import model_job
 
 # Threads, oneDNN, GPU slot and Keras backend: all before Keras is imported.
 with model_job(snakemake.rule, threads=snakemake.threads, log=log):
-    from lumbar_core.model_stages import run_pose_infer
+    from lumbar_core.steps import pose
 
-    run_pose_infer(snakemake.input.model, snakemake.input.images, snakemake.output.maps, log=log)
+    pose.pose_infer(
+        model=snakemake.input.model,
+        images=snakemake.input.images,
+        out_dir=snakemake.output.maps,
+        log=log,
+    )
