@@ -9,8 +9,8 @@ SNAKEMAKE = $(VENV)/bin/snakemake --cores $(CORES) --rerun-incomplete --keep-goi
 
 # GPU=1: the CUDA build (extra `gpu`: Keras on JAX with CUDA 12, the backend of the GPU
 # figures in the README); GPU=0: the CPU build. By default, 1 where `nvidia-smi -L` lists an
-# NVIDIA GPU (lumbar_core.environment --detect-gpu needs only the standard library).
-GPU ?= $(shell $(PYTHON) -m lumbar_core.environment --detect-gpu 2>/dev/null || echo 0)
+# NVIDIA GPU (lumbar_core.workflow.environment --detect-gpu needs only the standard library).
+GPU ?= $(shell $(PYTHON) -m lumbar_core.workflow.environment --detect-gpu 2>/dev/null || echo 0)
 EXTRAS = test,slurm$(if $(filter 1,$(GPU)),$(comma)gpu)
 comma := ,
 # One stamp per build: switching GPU=0/1 (or moving the clone to a GPU machine) reinstalls.
@@ -50,7 +50,7 @@ check-films:
 	for f in models/posenet.keras models/mnet.keras models/unet.keras levelset/params.json; do \
 	  test -f "$$trained/$$f" || { echo "$$trained/$$f not found: train the models first (make demo)" >&2; exit 2; }; \
 	done; \
-	$(VENV)/bin/python -m lumbar_core.ingest "$(FILMS)" "$$out/samples.tsv"; \
+	$(VENV)/bin/python -m lumbar_core.workflow.ingest "$(FILMS)" "$$out/samples.tsv"; \
 	set -x; \
 	$(SNAKEMAKE) --snakefile "$(CURDIR)/Snakefile" --directory "$$out" \
 	  $(if $(FILM_CONFIG),--configfile "$$(realpath "$(FILM_CONFIG)")") \

@@ -9,7 +9,7 @@ polled once a second for the memory used on each GPU. At the end the script prin
 
 - per rule: jobs, total and longest wall time (from ``results/benchmarks``);
 - per model job: the line it logged at start (backend, device, GPU slot, oneDNN), from
-  ``logs/`` (:func:`lumbar_core.environment.model_job`);
+  ``logs/`` (:func:`lumbar_core.workflow.environment.model_job`);
 - the peak memory used on each GPU (the whole device, as ``nvidia-smi`` reports it).
 
 From the per-epoch times in ``results/models/*.history.csv`` (printed too) one estimates

@@ -2,7 +2,7 @@
 
 Writes the tree the tests use (tests/film_tree.py: PNG, TIFF, JPEG, DICOM with patient
 data in the header, a BUU-LSPINE-style subset with corner-point CSVs, unreadable files)
-into a temporary folder and times :func:`lumbar_core.ingest.ingest_folder` on it, decoding
+into a temporary folder and times :func:`lumbar_core.workflow.ingest.ingest_folder` on it, decoding
 every film (the default) and reading headers only (``--quick``), with 1 and 2 worker
 processes. Each figure is the median of ``--repeats`` runs after one warm-up run (the
 files then sit in the page cache, as on a second pass over an archive).
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _bench import median_s  # noqa: E402
 from film_tree import write_film_tree  # noqa: E402
 
-from lumbar_core.ingest import ingest_folder  # noqa: E402
+from lumbar_core.workflow.ingest import ingest_folder  # noqa: E402
 
 
 def main() -> None:

@@ -7,8 +7,7 @@ The same N test images go through the per-image inference chain up to the level 
 1. Snakemake on the repository's Snakefile, target
    ``results/levelset_refine/{image_id}.npz`` for every image, ``--cores C``, with the
    shard sizes of ``config.yaml`` (a model rule loads its model once per shard);
-2. one Python process that calls the same ``lumbar_core.stages`` and
-   ``lumbar_core.model_stages`` functions in a loop, each model loaded once for all
+2. one Python process that calls the same ``lumbar_core.steps`` functions in a loop, each model loaded once for all
    images, writing the same files.
 
 Both timings include their own start-up (Snakemake: parsing and the DAG; the loop: a
@@ -188,10 +187,10 @@ def run_loop(workdir, sheet, config, models):
     the ids whose peak selection found five centres.
     """
     _import_root()
-    from lumbar_core import model_stages, stages
-    from lumbar_core.cohort import load_sample_sheet
     from lumbar_core.io import read_json
-    from lumbar_core.levelset import LevelSetParams
+    from lumbar_core.steps import levelset as levelset_step
+    from lumbar_core.steps import pose, preprocess as preprocess_step, segment
+    from lumbar_core.workflow.cohort import load_sample_sheet
 
     out = Path(workdir) / "results"
     log = open(os.devnull, "w")
@@ -211,42 +210,46 @@ def run_loop(workdir, sheet, config, models):
     def preprocess():
         for i in ids:
             spacing = samples.loc[i, "pixel_spacing_mm"]
-            stages.run_preprocess(samples.loc[i, "image"], path("preprocess", i),
-                                  path("preprocess", i, ".geometry.json"), path("resize", i),
-                                  image_id=i,
-                                  settings=config["preprocess"],
-                                  spacing=None if math.isnan(spacing) else float(spacing))
+            preprocess_step.preprocess(
+                image=samples.loc[i, "image"], out_io=path("preprocess", i),
+                out_geometry=path("preprocess", i, ".geometry.json"), out_i=path("resize", i),
+                image_id=i, settings=config["preprocess"],
+                spacing=None if math.isnan(spacing) else float(spacing))
 
     geometries = [path("preprocess", i, ".geometry.json") for i in ids]
     crops = [path("crop", i) for i in ids]
     timed("preprocess", preprocess)
-    timed("pose_infer", lambda: model_stages.run_pose_infer(
-        models["posenet"], [path("resize", i) for i in ids], out / "pose_infer" / "all", log=log))
-    timed("select_peaks", lambda: [stages.run_select_peaks(
-        out / "pose_infer" / "all" / f"{i}.npz", path("preprocess", i, ".geometry.json"),
-        path("select_peaks", i, ".json"), settings=config["peaks"]) for i in ids])
-    timed("crop", lambda: [stages.run_crop(path("preprocess", i), path("select_peaks", i, ".json"),
-                                           path("crop", i), patch_size=seg["patch_size"])
+    timed("pose_infer", lambda: pose.pose_infer(
+        model=models["posenet"], images=[path("resize", i) for i in ids],
+        out_dir=out / "pose_infer" / "all", log=log))
+    timed("select_peaks", lambda: [pose.select_peaks(
+        maps=out / "pose_infer" / "all" / f"{i}.npz",
+        geometry=path("preprocess", i, ".geometry.json"),
+        out=path("select_peaks", i, ".json"), settings=config["peaks"]) for i in ids])
+    timed("crop", lambda: [segment.crop(io_image=path("preprocess", i),
+                                        peaks=path("select_peaks", i, ".json"),
+                                        out=path("crop", i), patch_size=seg["patch_size"])
                            for i in ids])
     for arch in ("mnet", "unet"):
-        timed(f"{arch}_infer", lambda arch=arch: model_stages.run_segment_infer(
-            models[arch], crops, geometries, out / f"{arch}_infer" / "all",
-            threshold=seg["threshold"], log=log))
+        timed(f"{arch}_infer", lambda arch=arch: getattr(segment, f"{arch}_infer")(
+            model=models[arch], patches=crops, geometry=geometries,
+            out_dir=out / f"{arch}_infer" / "all", threshold=seg["threshold"], log=log))
     params_path = out / "levelset" / "params.json"
     # No validation split in this cohort: the configured coefficients are written unchanged.
-    timed("tune_levelset", lambda: model_stages.run_tune_levelset(
-        {m: models[m] for m in ("mnet", "unet")}, [], [], [], [],
-        out / "levelset" / "tuning.csv", params_path, settings=config["levelset"],
-        patch_size=seg["patch_size"], jitter_px=seg["jitter_px"], threshold=seg["threshold"],
-        seed=config["training"]["seed"], log=log))
+    timed("tune_levelset", lambda: levelset_step.tune_levelset(
+        models={m: models[m] for m in ("mnet", "unet")}, io_images=[], points=[], masks=[],
+        geometry=[], out_table=out / "levelset" / "tuning.csv", out_params=params_path,
+        settings=config["levelset"], patch_size=seg["patch_size"], jitter_px=seg["jitter_px"],
+        threshold=seg["threshold"], seed=config["training"]["seed"], log=log))
 
     def levelset():
-        params = {m: LevelSetParams(**p) for m, p in read_json(params_path).items()}
         for i in ids:
-            stages.run_levelset(path("crop", i), {m: out / f"{m}_infer" / "all" / f"{i}.npz"
-                                                  for m in ("mnet", "unet")},
-                                path("preprocess", i, ".geometry.json"),
-                                path("levelset_refine", i), params=params)
+            levelset_step.levelset_refine(
+                patches=path("crop", i),
+                network_masks={m: out / f"{m}_infer" / "all" / f"{i}.npz"
+                               for m in ("mnet", "unet")},
+                geometry=path("preprocess", i, ".geometry.json"),
+                out=path("levelset_refine", i), params=params_path)
 
     timed("levelset_refine", levelset)
     detected = [i for i in ids if read_json(path("select_peaks", i, ".json"))["status"] == "ok"]
@@ -266,9 +269,10 @@ def startup_seconds():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (str(_ROOT), os.environ.get("PYTHONPATH")) if p)}
     out = {}
-    for label, code in (("lumbar_core.stages (per-image jobs)", "import lumbar_core.stages"),
-                        ("lumbar_core.model_stages + keras (model jobs)",
-                         "import lumbar_core.model_stages, keras")):
+    for label, code in (("lumbar_core.steps.preprocess (per-image jobs)",
+                         "import lumbar_core.steps.preprocess"),
+                        ("lumbar_core.steps.segment + keras (model jobs)",
+                         "import lumbar_core.steps.segment, keras")):
         start = time.perf_counter()
         subprocess.run([sys.executable, "-c", code], env=env, cwd=_ROOT, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

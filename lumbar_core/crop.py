@@ -10,9 +10,13 @@ with ``P`` the patch size: pixel-centre aligned like :class:`lumbar_core.preproc
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 from scipy import ndimage
-from skimage import measure
+from skimage import draw, measure
+
+from .preprocess import Geometry, resize_image
 
 __all__ = [
     "PATCH_SIZE",
@@ -25,6 +29,12 @@ __all__ = [
     "keep_centre_component",
     "mask_signed_distance",
     "paste_masks",
+    "outlines_to_labels",
+    "stable_seed",
+    "jittered_patches",
+    "paste_patch_masks",
+    "patch_probabilities_to_masks",
+    "whole_probabilities_to_masks",
 ]
 
 PATCH_SIZE = 224
@@ -293,3 +303,171 @@ def paste_masks(patch_masks, boxes, out_shape, *, scale=(1.0, 1.0)) -> np.ndarra
         view_depth[wins] = sampled[wins]
         view_labels[wins] = k + 1
     return labels
+
+
+def outlines_to_labels(outlines, shape) -> np.ndarray:
+    """Filled outlines as a label image, 1..K in the order given.
+
+    Parameters
+    ----------
+    outlines : sequence of (N, 2) array_like
+        Polygons in ``(x, y)`` pixel coordinates, e.g. the 8-point outlines of L1..L5.
+    shape : tuple of int
+        ``(rows, cols)`` of the label image.
+
+    Returns
+    -------
+    (rows, cols) uint8 ndarray
+        0 outside every outline; ``k + 1`` inside outline ``k`` (a later outline wins
+        where two overlap). Filled by :func:`skimage.draw.polygon`.
+
+    Examples
+    --------
+    >>> outlines_to_labels([[[1, 1], [3, 1], [3, 3], [1, 3]]], (5, 5))[2]
+    array([0, 1, 1, 1, 0], dtype=uint8)
+    """
+    labels = np.zeros(shape, dtype=np.uint8)
+    for k, outline in enumerate(outlines):
+        outline = np.asarray(outline)
+        rr, cc = draw.polygon(outline[:, 1], outline[:, 0], shape=shape)
+        labels[rr, cc] = k + 1
+    return labels
+
+
+def stable_seed(seed: int, key: str) -> int:
+    """A per-image seed that depends only on ``seed`` and ``key`` (e.g. the image id).
+
+    The random jitter of an image is then the same whatever the cohort and the order
+    in which the jobs run.
+
+    Examples
+    --------
+    >>> stable_seed(0, "a") == stable_seed(0, "a") != stable_seed(1, "a")
+    True
+    """
+    return (int(seed) * 1_000_003 + zlib.crc32(key.encode())) % 2**32
+
+
+def jittered_patches(image, labels, centres_io, *, rng, patch_size: int, jitter_px: float,
+                     copies: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training patches from centres perturbed by Gaussian noise, with their targets.
+
+    As the paper does, the centres are perturbed (std ``jitter_px`` in ``Io`` pixels)
+    to mimic test-time localisation error, and the Eq. 6 boxes follow the perturbed
+    centres. The target of each patch is the mask of its centre vertebra only (see
+    ``docs/method.md``, section 3).
+
+    Parameters
+    ----------
+    image : (M, N) ndarray
+        ``Io`` in [0, 1].
+    labels : (M, N) ndarray of int
+        Ground-truth label image in ``Io`` (1..5 for L1..L5).
+    centres_io : (5, 2) array_like
+        Ground-truth centres ``(x, y)`` in ``Io``.
+    rng : numpy.random.Generator
+        Source of the noise; one draw of shape (5, 2) per copy, in order.
+    patch_size : int
+        Side of the patches.
+    jitter_px : float
+        Std of the noise, ``Io`` pixels.
+    copies : int
+        Number of perturbed draws.
+
+    Returns
+    -------
+    patches : (5 * copies, P, P) float16 ndarray
+    masks : (5 * copies, P, P) uint8 ndarray
+        0/1 mask of the centre vertebra of each patch.
+    """
+    centres = np.asarray(centres_io)
+    patches, masks = [], []
+    for _ in range(copies):
+        jitter = rng.normal(0.0, jitter_px, size=centres.shape)
+        boxes = crop_boxes(centres + jitter)
+        patches.append(extract_patches(image, boxes, patch_size=patch_size))
+        label_patches = extract_patches(labels, boxes, patch_size=patch_size, order=0)
+        masks.append(label_patches == np.arange(1, 6)[:, None, None])
+    return np.concatenate(patches).astype(np.float16), np.concatenate(masks).astype(np.uint8)
+
+
+def paste_patch_masks(patch_masks, boxes, geometry: Geometry) -> dict:
+    """Binary patch masks pasted back into ``Io`` and the input grid by one rule.
+
+    Every method's patch masks (network or level set) go through here, so that an
+    unchanged mask pastes identically whichever method produced it
+    (:func:`paste_masks`).
+
+    Parameters
+    ----------
+    patch_masks : (5, P, P) bool ndarray
+        Mask of the centre vertebra in each patch.
+    boxes : (5, 3) ndarray
+        Eq. 6 boxes ``(cx, cy, side)`` in ``Io``.
+    geometry : Geometry
+        The image's geometry; gives both grids and the scale between them.
+
+    Returns
+    -------
+    dict with ``labels_io`` and ``labels_input``, uint8 label masks 0..5.
+    """
+    return {
+        "labels_io": paste_masks(patch_masks, boxes, geometry.io_shape),
+        "labels_input": paste_masks(patch_masks, geometry.paste_boxes(boxes, "input"),
+                                    geometry.input_shape, scale=geometry.scale("io", "input")),
+    }
+
+
+def patch_probabilities_to_masks(foreground, boxes, geometry: Geometry, *,
+                                 threshold: float = 0.5) -> dict:
+    """Centre component of each patch's thresholded prediction, pasted back.
+
+    Parameters
+    ----------
+    foreground : (5, P, P) ndarray
+        Foreground probability of the centre vertebra in each patch.
+    boxes : (5, 3) ndarray
+        Eq. 6 boxes ``(cx, cy, side)`` in ``Io``.
+    geometry : Geometry
+        The image's geometry.
+    threshold : float, optional
+        Probability above which a patch pixel is foreground; default 0.5.
+
+    Returns
+    -------
+    dict with ``probs`` (the probabilities restricted to the kept components, float16),
+    ``masks`` (the kept components, uint8 0/1, the masks the level set refines) and
+    ``labels_io``, ``labels_input`` from :func:`paste_patch_masks`.
+    """
+    masks = np.stack([keep_centre_component(p > threshold) for p in foreground])
+    return {"probs": np.where(masks, foreground, 0.0).astype(np.float16),
+            "masks": masks.astype(np.uint8), **paste_patch_masks(masks, boxes, geometry)}
+
+
+def whole_probabilities_to_masks(probs, geometry: Geometry) -> dict:
+    """Whole-image class probabilities on ``I`` upsampled to ``Io`` and input labels.
+
+    Resampled by the exact mapping of ``geometry`` (padding of ``Io`` and ``I`` included);
+    maps on a coarser grid than ``I`` (a network that pools its input) are first resized
+    to ``I``, which they cover the whole of.
+
+    Parameters
+    ----------
+    probs : (H, W, C) array_like
+        Class probabilities (class 0 background, 1..5 L1..L5) on ``I`` or a coarser grid.
+    geometry : Geometry
+        The image's geometry.
+
+    Returns
+    -------
+    dict with ``labels_io`` and ``labels_input``, uint8 label masks (the arg-max class).
+    """
+    probs = np.asarray(probs, dtype=np.float32)
+    channels = [probs[..., c] for c in range(probs.shape[-1])]
+    if probs.shape[:2] != geometry.i_shape:
+        channels = [resize_image(c, geometry.i_shape, order=1) for c in channels]
+    out = {}
+    for space in ("io", "input"):
+        up = np.stack([geometry.resample(c, "i", space, order=1) for c in channels])
+        out[f"labels_{space}"] = np.argmax(up, axis=0).astype(np.uint8)
+    return out

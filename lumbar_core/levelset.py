@@ -75,6 +75,9 @@ __all__ = [
     "drlse_evolve",
     "refine_mask",
     "refine_patch_masks",
+    "refine_and_paste",
+    "tuning_patches",
+    "choose_tuning_images",
     "search_parameters",
 ]
 
@@ -644,6 +647,123 @@ def refine_patch_masks(patches, masks, *, params: LevelSetParams = LevelSetParam
         refined.append(keep_centre_component(new))
         infos.append(info)
     return np.stack(refined).astype(bool), infos
+
+
+def refine_and_paste(patches, masks: dict, boxes, geometry, *, params: dict):
+    """Refine each network's patch masks with its own coefficients and paste them back.
+
+    The level-set step of rule ``levelset_refine``: each network's masks are refined by
+    :func:`refine_patch_masks` (the level set, then the centre component) and pasted by
+    :func:`lumbar_core.crop.paste_patch_masks`, the rule that pasted the network's masks.
+
+    Parameters
+    ----------
+    patches : (5, P, P) array_like
+        The image's patches ``Ip`` in [0, 1].
+    masks : dict of str to (5, P, P) array_like of bool
+        Network name (``"mnet"``, ``"unet"``) to its patch masks.
+    boxes : (5, 3) ndarray
+        Eq. 6 boxes ``(cx, cy, side)`` in ``Io``.
+    geometry : lumbar_core.preprocess.Geometry
+        The image's geometry.
+    params : dict of str to LevelSetParams
+        Coefficients per network name.
+
+    Returns
+    -------
+    labels : dict of str to uint8 ndarray
+        ``<network>_labels_io`` and ``<network>_labels_input`` per network.
+    details : dict of str to dict
+        ``<network>_<level>`` to :func:`refine_mask`'s details of that patch.
+
+    Raises
+    ------
+    ValueError
+        If ``params`` lacks a network of ``masks``.
+    """
+    from . import LEVELS
+    from .crop import paste_patch_masks
+
+    missing = set(masks) - set(params)
+    if missing:
+        raise ValueError(f"params has no level-set coefficients for {sorted(missing)}")
+    labels, details = {}, {}
+    for network, network_masks in masks.items():
+        refined, infos = refine_patch_masks(patches, np.asarray(network_masks, dtype=bool),
+                                            params=params[network])
+        details.update({f"{network}_{level}": d for level, d in zip(LEVELS, infos)})
+        for key, pasted in paste_patch_masks(refined, boxes, geometry).items():
+            labels[f"{network}_{key}"] = pasted
+    return labels, details
+
+
+def tuning_patches(image, centres_io, *, image_id: str, seed: int, jitter_px: float,
+                   patch_size: int):
+    """A validation image's patches as the level-set tuning sees them.
+
+    Validation images have no Pose-net run, so their Eq. 6 boxes come from the
+    ground-truth centres perturbed as for the training patches (Gaussian noise of std
+    ``jitter_px`` ``Io`` pixels, one draw per image from ``seed`` and the image id), which
+    mimics test-time localisation error. Patches are rounded to float16 as rule ``crop``
+    stores them.
+
+    Parameters
+    ----------
+    image : (M, N) ndarray
+        ``Io`` in [0, 1].
+    centres_io : (5, 2) array_like
+        Ground-truth centres ``(x, y)`` in ``Io``.
+    image_id : str
+        The image's id; with ``seed`` it fixes the noise.
+    seed : int
+        Seed of the noise.
+    jitter_px : float
+        Std of the noise, ``Io`` pixels.
+    patch_size : int
+        Side of the patches.
+
+    Returns
+    -------
+    patches : (5, P, P) float32 ndarray
+    boxes : (5, 3) float64 ndarray
+    """
+    from .crop import crop_boxes, extract_patches, stable_seed
+
+    rng = np.random.default_rng(stable_seed(seed, f"{image_id}/tune_levelset"))
+    centres = np.array(centres_io, dtype=np.float64)
+    boxes = crop_boxes(centres + rng.normal(0.0, jitter_px, size=centres.shape))
+    patches = extract_patches(image, boxes, patch_size=patch_size).astype(np.float16)
+    return patches.astype(np.float32), boxes
+
+
+def choose_tuning_images(n: int, *, max_images: int | None, seed: int) -> np.ndarray:
+    """Indices of the validation images the tuning uses: all, or a seeded random choice.
+
+    Parameters
+    ----------
+    n : int
+        Number of usable validation images.
+    max_images : int or None
+        At most this many (None: all).
+    seed : int
+        Seed of the choice.
+
+    Returns
+    -------
+    (k,) int ndarray
+        Sorted indices into the ``n`` images.
+
+    Examples
+    --------
+    >>> choose_tuning_images(3, max_images=None, seed=0)
+    array([0, 1, 2])
+    """
+    if max_images is not None and (isinstance(max_images, bool)
+                                   or not isinstance(max_images, int) or max_images < 1):
+        raise ValueError(f"tune_max_images must be an integer >= 1 or None; got {max_images!r}")
+    if max_images is None or n <= max_images:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).permutation(n)[:max_images])
 
 
 def search_parameters(patches, masks, boxes, truths, grid: dict, *,

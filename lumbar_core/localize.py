@@ -12,10 +12,35 @@ import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-__all__ = ["LEVELS", "PLAUSIBILITY", "check_plausibility", "confidence_targets", "l5_sigma2",
-           "select_peaks"]
+__all__ = ["LEVELS", "PLAUSIBILITY", "check_plausibility", "confidence_targets", "l5_height",
+           "l5_sigma2", "select_peaks"]
 
 from . import LEVELS  # noqa: E402  (re-exported)
+
+
+def l5_height(outline) -> float:
+    """L5's height for Eq. 4: the mean of its anterior and posterior heights.
+
+    Parameters
+    ----------
+    outline : (8, 2) array_like
+        L5's 8-point outline ``(x, y)`` in ``I`` pixels, in the annotation's order:
+        points 0 and 6 end the one wall, points 2 and 4 the other.
+
+    Returns
+    -------
+    float
+        ``(|p0 - p6| + |p2 - p4|) / 2`` in the outline's pixels.
+
+    Examples
+    --------
+    >>> l5_height([[0, 0], [1, 0], [2, 0], [2, 2], [2, 4], [1, 4], [0, 6], [0, 3]])
+    5.0
+    """
+    l5 = np.asarray(outline, dtype=np.float64)
+    if l5.shape != (8, 2):
+        raise ValueError(f"outline must be (8, 2) points; got shape {l5.shape}")
+    return float((np.linalg.norm(l5[0] - l5[6]) + np.linalg.norm(l5[2] - l5[4])) / 2)
 
 
 def l5_sigma2(l5_height: float) -> float:

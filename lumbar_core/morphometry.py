@@ -44,6 +44,7 @@ __all__ = [
     "LEVELS",
     "POINT_NAMES",
     "agreement",
+    "agreement_summary",
     "body_axis",
     "genant_grade",
     "heights_from_outline",
@@ -845,3 +846,43 @@ def agreement(true_grades, pred_grades) -> dict:
         out[f"sensitivity_{suffix}"] = _rate(pred >= cut, true >= cut)
         out[f"specificity_{suffix}"] = _rate(pred < cut, true < cut)
     return out
+
+
+def agreement_summary(rows: pd.DataFrame) -> list[dict]:
+    """Agreement with the annotated grades and height errors, per source of masks.
+
+    Parameters
+    ----------
+    rows : DataFrame
+        The cohort's morphometry rows (rule ``morphometry``): ``source``, ``grade``,
+        ``true_grade`` and the heights ``ha``, ``hm``, ``hp`` with their ``true_``
+        counterparts, in ``mm`` where the annotation has them in mm, else in ``px``.
+        Rows without ``true_grade`` are left out.
+
+    Returns
+    -------
+    list of dict
+        One dict per source (e.g. ``"PN+MNet+LS"``, ``"ground truth mask"``):
+        :func:`agreement`'s counts, kappas, sensitivities and specificities, the
+        confusion matrix as a nested list and ``height_mae_mm`` (or ``height_mae_px``),
+        the mean absolute error of the three heights together. Empty without a
+        ``true_grade`` column.
+    """
+    summary = []
+    if "true_grade" not in rows:
+        return summary
+    for source, group in rows.dropna(subset=["true_grade"]).groupby("source"):
+        stats = agreement(group["true_grade"].tolist(), group["grade"].tolist())
+        unit = "mm" if group["true_ha_mm"].notna().any() else "px"
+        errors = np.concatenate([np.abs(group[f"{h}_{unit}"] - group[f"true_{h}_{unit}"])
+                                 for h in ("ha", "hm", "hp")])
+        summary.append({"source": source, "n": stats["n"], "n_missing": stats["n_missing"],
+                        "kappa_linear": stats["kappa_linear"],
+                        "kappa_quadratic": stats["kappa_quadratic"],
+                        "sensitivity_any": stats["sensitivity_any"],
+                        "specificity_any": stats["specificity_any"],
+                        "sensitivity_ge2": stats["sensitivity_ge2"],
+                        "specificity_ge2": stats["specificity_ge2"],
+                        f"height_mae_{unit}": float(np.nanmean(errors)),
+                        "confusion": stats["confusion"].tolist()})
+    return summary

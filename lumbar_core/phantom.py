@@ -358,7 +358,7 @@ def write_demo_cohort(out_dir, *, seed: int = 0, n_train: int = 60, n_val: int =
     if style not in _STYLES:
         raise ValueError(f"style must be 'classic' or 'film'; got {style!r}")
     from lumbar_core import io as lio
-    from lumbar_core.cohort import COLUMNS as _SHEET_COLUMNS
+    from lumbar_core.workflow.cohort import COLUMNS as _SHEET_COLUMNS
 
     out = pathlib.Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,8 @@ from .metrics import LEVELS
 __all__ = [
     "GT_COLOUR",
     "METHOD_COLOURS",
+    "choose_fracture_rows",
+    "choose_overlay_images",
     "contact_sheet",
     "plot_fracture_examples",
     "plot_centre_errors",
@@ -566,3 +568,57 @@ def plot_fracture_examples(examples, out_stem, *, ncols: int = 3, dpi: int = 150
         ax.set_title(ex.get("title", ""), fontsize=8)
     fig.tight_layout()
     return _save(fig, out_stem, dpi=dpi)
+
+
+def choose_overlay_images(dice: dict, n: int) -> list:
+    """The images worth drawing: best, worst and median by Dice, then the rest.
+
+    Parameters
+    ----------
+    dice : dict of str to float
+        Image id to its Dice, in the order to break ties by (ascending Dice first).
+    n : int
+        Number of images to draw.
+
+    Returns
+    -------
+    list of str
+        At most ``n`` distinct ids: the best, the worst and the median image first, then
+        the others from best to worst.
+
+    Examples
+    --------
+    >>> choose_overlay_images({"a": 0.1, "b": 0.5, "c": 0.9}, 3)
+    ['c', 'a', 'b']
+    """
+    ids = [i for i, _ in sorted(dice.items(), key=lambda kv: kv[1])]
+    ids = [ids[-1], ids[0], ids[len(ids) // 2]] + ids[::-1] if ids else []
+    return list(dict.fromkeys(ids))[:n]
+
+
+def choose_fracture_rows(rows: pd.DataFrame, n: int) -> pd.DataFrame:
+    """The ``n`` most reduced vertebrae that the pipeline graded >= 1.
+
+    Parameters
+    ----------
+    rows : DataFrame
+        Morphometry rows of the pipeline's masks: ``grade``, ``reduction`` and, where the
+        images are annotated, ``true_grade``.
+    n : int
+        Number of vertebrae to show.
+
+    Returns
+    -------
+    DataFrame
+        At most ``n`` rows; vertebrae annotated as fractured first (higher annotated grade
+        first), then by height reduction, largest first.
+    """
+    ours = rows[pd.to_numeric(rows.get("grade"), errors="coerce") >= 1]
+    if ours.empty:  # no vertebra graded (e.g. every detection failed): no height columns
+        pass
+    elif "true_grade" in ours:
+        ours = ours.assign(_true=pd.to_numeric(ours["true_grade"], errors="coerce").fillna(0))
+        ours = ours.sort_values(["_true", "reduction"], ascending=False)
+    else:
+        ours = ours.sort_values("reduction", ascending=False)
+    return ours.head(n)

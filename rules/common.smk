@@ -7,9 +7,13 @@ from snakemake.utils import validate
 # The library lives beside this workflow; make it importable here and by every job, also
 # in conda environments that do not have the package installed.
 sys.path.insert(0, workflow.basedir)
-from lumbar_core.cohort import load_sample_sheet, make_shards
-from lumbar_core.environment import export_device, export_gpu_slots, export_library_path
-from lumbar_core.scheduling import coalesce_reevaluation_timers
+from lumbar_core.workflow.cohort import load_sample_sheet, make_shards
+from lumbar_core.workflow.environment import (
+    export_device,
+    export_gpu_slots,
+    export_library_path,
+)
+from lumbar_core.workflow.scheduling import coalesce_reevaluation_timers
 
 export_library_path(workflow.basedir)
 # Snakemake 9 starts one endless 1 s re-selection timer per job that finishes while others
@@ -114,7 +118,7 @@ LEVELSET_PARAMS = (
 
 
 # Snakemake counts GPUs (--resources gpu=K) but does not say which one a job may use: the
-# model rules claim one of K slots themselves (lumbar_core.gpu). K reaches the jobs through
+# model rules claim one of K slots themselves (lumbar_core.workflow.gpu). K reaches the jobs through
 # the environment, not params, so that changing it never triggers a rerun.
 if "gpu" in workflow.global_resources:
     export_gpu_slots(workflow.global_resources["gpu"])
@@ -124,12 +128,12 @@ if "gpu" in workflow.global_resources:
 # --software-deployment-method conda, and fail if they find no GPU; with `auto` they use
 # a GPU if the installed backend sees one, else the CPU; with `cpu` always the CPU. Every
 # other rule (per image, tables, level-set tuning) uses the CPU environment. The setting
-# reaches the jobs through the environment (lumbar_core.environment.model_job).
+# reaches the jobs through the environment (lumbar_core.workflow.environment.model_job).
 MODEL_ENV = "../envs/gpu.yaml" if config["device"] == "gpu" else "../envs/cpu.yaml"
 export_device(config["device"])
 
 # Threads: model jobs size TensorFlow's pool to their `threads`
-# (lumbar_core.environment.limit_framework_threads). Training declares 2; inference and
+# (lumbar_core.workflow.environment.limit_framework_threads). Training declares 2; inference and
 # tune_levelset declare 1, since most of such a job is Keras start-up, file I/O and pasting
 # masks back, all on one core, and the other cores go on with the per-image jobs.
 

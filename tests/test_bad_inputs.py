@@ -15,7 +15,7 @@ import pytest
 from pydicom.dataset import FileMetaDataset
 
 from lumbar_core import io, phantom_io
-from lumbar_core.stages import run_ground_truth, run_preprocess
+from lumbar_core.steps.preprocess import ground_truth, preprocess
 
 SETTINGS = {"clahe_clip_limit": 0.01, "clahe_kernel_size": None, "gaussian_sigma": 2.0,
             "min_size": 64}
@@ -30,7 +30,8 @@ def _spine_image(rows=400, cols=300):
 
 def _preprocess(tmp_path, path):
     out_io, out_geo = tmp_path / "out.npz", tmp_path / "out.geometry.json"
-    record = run_preprocess(path, out_io, out_geo, image_id="x", settings=SETTINGS)
+    record = preprocess(image=path, out_io=out_io, out_geometry=out_geo, image_id="x",
+                        settings=SETTINGS)
     geometry = io.read_json(out_geo)
     assert geometry["status"] == record["status"]
     assert str(io.load_npz(out_io)["status"]) == record["status"]
@@ -145,8 +146,8 @@ def test_bad_annotation_is_excluded_and_named(tmp_path, mutate, problem):
     phantom_io.write_png16(image, _spine_image())
     assert _preprocess(tmp_path, image)["status"] == "ok"
     ann = _annotation(tmp_path, mutate)
-    record = run_ground_truth(ann, tmp_path / "out.geometry.json", tmp_path / "gt.json",
-                              tmp_path / "gt.npz")
+    record = ground_truth(annotation=ann, geometry=tmp_path / "out.geometry.json",
+                          out_points=tmp_path / "gt.json", out_masks=tmp_path / "gt.npz")
     assert record["status"] == "excluded"
     assert problem in record["message"] and "ann.json" in record["message"]
     assert io.read_json(tmp_path / "gt.json")["status"] == "excluded"
@@ -159,8 +160,8 @@ def test_good_annotation_gives_masks_in_every_grid(tmp_path):
     ann = _annotation(tmp_path, lambda a: None)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        record = run_ground_truth(ann, tmp_path / "out.geometry.json", tmp_path / "gt.json",
-                                  tmp_path / "gt.npz")
+        record = ground_truth(annotation=ann, geometry=tmp_path / "out.geometry.json",
+                              out_points=tmp_path / "gt.json", out_masks=tmp_path / "gt.npz")
     assert record["status"] == "ok"
     masks = io.load_npz(tmp_path / "gt.npz")
     assert masks["input"].shape == (400, 300) and masks["io"].shape == (3072, 1536)
@@ -173,7 +174,7 @@ def test_good_annotation_gives_masks_in_every_grid(tmp_path):
 
 
 def test_unicode_and_spaces_in_paths(tmp_path):
-    from lumbar_core.cohort import load_sample_sheet
+    from lumbar_core.workflow.cohort import load_sample_sheet
 
     folder = tmp_path / "Röntgen Bilder" / "Ω site 2"
     folder.mkdir(parents=True)
@@ -188,15 +189,16 @@ def test_unicode_and_spaces_in_paths(tmp_path):
 
 def test_morphometry_records_an_image_it_cannot_measure(tmp_path):
     """A pipeline mask with one vertebra left is recorded as not measured, never a crash."""
-    from lumbar_core.stages import run_morphometry
+    from lumbar_core.steps.morphometry import morphometry
 
     labels = np.zeros((400, 300), np.uint8)
     labels[100:140, 120:200] = 3
     io.save_npz(tmp_path / "refined.npz", mnet_labels_input=labels, status="ok", message="")
     io.write_json(tmp_path / "geometry.json", {"status": "ok", "pixel_spacing_mm": None})
     io.write_json(tmp_path / "peaks.json", {"status": "ok", "centres_input": [[160, 60]] * 5})
-    run_morphometry("x", tmp_path / "refined.npz", tmp_path / "geometry.json",
-                    tmp_path / "peaks.json", tmp_path / "out.tsv")
+    morphometry(image_id="x", refined=tmp_path / "refined.npz",
+                geometry=tmp_path / "geometry.json", peaks=tmp_path / "peaks.json",
+                out=tmp_path / "out.tsv")
     rows = io.read_table(tmp_path / "out.tsv")
     assert len(rows) == 5 and set(rows["source"]) == {"PN+MNet+LS"}
     # five identical centres give no anterior side, and one level cannot give it either

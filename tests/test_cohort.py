@@ -1,6 +1,6 @@
 import pytest
 
-from lumbar_core.cohort import SampleSheetError, load_sample_sheet, make_shards
+from lumbar_core.workflow.cohort import SampleSheetError, load_sample_sheet, make_shards
 
 HEADER = "image_id\timage\tannotation\tsplit\tmodality\tgroup\tpixel_spacing_mm\n"
 

@@ -2,6 +2,10 @@ import numpy as np
 import pytest
 
 from lumbar_core.crop import (
+    jittered_patches,
+    outlines_to_labels,
+    stable_seed,
+    whole_probabilities_to_masks,
     crop_boxes,
     eq6_sides,
     extract_patch,
@@ -164,3 +168,51 @@ def test_paste_back_into_input_grid_is_consistent_with_io():
     assert abs(cin.mean() - centre_in[0]) < 1.0 and abs(rin.mean() - centre_in[1]) < 1.0
     ratio = lab_in.sum() / lab_io.sum()
     assert ratio == pytest.approx(np.prod(g.scale("io", "input")), rel=0.02)
+
+
+def test_outlines_to_labels_fills_each_outline_with_its_level():
+    square = np.array([[1, 1], [4, 1], [4, 4], [1, 4]], float)  # x, y: a 4 x 4 block
+    labels = outlines_to_labels([square, square + [0, 5]], (12, 8))
+    assert labels.dtype == np.uint8
+    assert (labels == 1).sum() == 16 and (labels == 2).sum() == 16
+    assert labels[1:5, 1:5].min() == 1 and labels[6:10, 1:5].min() == 2
+    assert labels[0].max() == 0 and labels[:, 5:].max() == 0
+
+
+
+
+def test_whole_probabilities_to_masks_upsamples_to_io_and_input():
+    from lumbar_core.preprocess import Geometry
+
+    geometry = Geometry(input_shape=(10, 6), io_shape=(8, 4), i_shape=(4, 2))
+    probs = np.zeros((4, 2, 6), np.float32)
+    probs[..., 0] = 0.2
+    probs[:2, :, 3] = 0.8  # top half: L3
+    out = whole_probabilities_to_masks(probs, geometry)
+    assert out["labels_io"].shape == (8, 4) and out["labels_input"].shape == (10, 6)
+    assert out["labels_io"].dtype == np.uint8
+    assert set(np.unique(out["labels_io"])) == {0, 3}
+    assert (out["labels_io"][:3] == 3).all() and (out["labels_io"][-3:] == 0).all()
+
+
+def test_jittered_patches_follow_the_seed_and_target_the_centre_vertebra():
+    labels = np.zeros((400, 200), np.uint8)
+    for k in range(5):
+        labels[40 + 70 * k:90 + 70 * k, 60:140] = k + 1
+    image = (labels > 0).astype(np.float32)
+    centres = [[100.0, 65.0 + 70 * k] for k in range(5)]
+
+    def draw(seed):
+        return jittered_patches(image, labels, centres, rng=np.random.default_rng(seed),
+                                patch_size=32, jitter_px=2.0, copies=2)
+
+    patches, masks = draw(stable_seed(0, "img"))
+    assert patches.shape == masks.shape == (10, 32, 32)
+    assert patches.dtype == np.float16 and masks.dtype == np.uint8
+    assert set(np.unique(masks)) == {0, 1}
+    # Each patch's target is its own vertebra: the patch centre is in it.
+    assert masks[:, 16, 16].all()
+    again, _ = draw(stable_seed(0, "img"))
+    other, _ = draw(stable_seed(0, "img2"))
+    assert np.array_equal(patches, again) and not np.array_equal(patches, other)
+    assert stable_seed(3, "img") == stable_seed(3, "img") != stable_seed(4, "img")

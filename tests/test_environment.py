@@ -1,4 +1,4 @@
-"""Tests of lumbar_core.environment: the install choice, the CPU switch, model jobs' device
+"""Tests of lumbar_core.workflow.environment: the install choice, the CPU switch, model jobs' device
 and backend, and the conda environment of each rule."""
 
 import os
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lumbar_core.environment import (
+from lumbar_core.workflow.environment import (
     DEVICE_ENV,
     cpu_flags,
     export_device,
@@ -101,7 +101,7 @@ def test_model_job_rejects_a_bad_device():
 # A model job's first lines, as in workflow_scripts/train_*.py: set up, then import Keras.
 _JOB = textwrap.dedent("""
     import os, sys
-    from lumbar_core.environment import model_job
+    from lumbar_core.workflow.environment import model_job
     with model_job("train_mnet", threads=1, cpuinfo=sys.argv[1]) as info:
         import keras
         print("keras", keras.backend.backend(), info["device"])
@@ -214,7 +214,7 @@ def test_detect_gpu_command(tmp_path):
         folder = tmp_path / str(fake_gpu)
         folder.mkdir()
         env = {"PATH": str(_bin_dir(folder, fake_gpu=fake_gpu)), "PYTHONPATH": str(REPO)}
-        proc = subprocess.run([sys.executable, "-m", "lumbar_core.environment", "--detect-gpu"],
+        proc = subprocess.run([sys.executable, "-m", "lumbar_core.workflow.environment", "--detect-gpu"],
                               capture_output=True, text=True, env=env, timeout=60)
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.strip() == expected

@@ -1,4 +1,4 @@
-"""Tests of lumbar_core.gpu: one GPU slot per concurrent job, on a CPU-only machine."""
+"""Tests of lumbar_core.workflow.gpu: one GPU slot per concurrent job, on a CPU-only machine."""
 
 import fcntl
 import json
@@ -12,15 +12,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from lumbar_core import gpu
-from lumbar_core.gpu import claim_gpu_for_job, configure_tensorflow_memory_growth, gpu_slot
+from lumbar_core.workflow import gpu
+from lumbar_core.workflow.gpu import claim_gpu_for_job, configure_tensorflow_memory_growth, gpu_slot
 
 REPO = Path(__file__).resolve().parents[1]
 
 _HOLDER = textwrap.dedent(
     """
     import json, os, sys, time
-    from lumbar_core.gpu import gpu_slot
+    from lumbar_core.workflow.gpu import gpu_slot
 
     lock_dir, n_slots, hold = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
     with gpu_slot(n_slots, lock_dir=lock_dir, poll_interval=0.01) as slot:
@@ -244,7 +244,7 @@ def test_memory_growth_on_a_cpu_only_tensorflow():
 
 
 def test_limit_framework_threads_sizes_tensorflow_pool_unless_the_user_did(monkeypatch):
-    from lumbar_core.environment import limit_framework_threads
+    from lumbar_core.workflow.environment import limit_framework_threads
 
     monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)
     limit_framework_threads(1)
@@ -259,13 +259,21 @@ def test_limit_framework_threads_sizes_tensorflow_pool_unless_the_user_did(monke
 
 def test_every_model_script_sizes_tensorflow_to_its_threads_before_keras():
     """A model job keeps to the cores Snakemake counted for it (TF ignores OMP_NUM_THREADS):
-    every model script enters lumbar_core.environment.model_job, which calls
+    every model script enters lumbar_core.workflow.environment.model_job, which calls
     limit_framework_threads, with its threads before it imports the models."""
-    scripts = sorted((REPO / "workflow_scripts").glob("*.py"))
-    model_scripts = [p for p in scripts if "model_stages" in p.read_text()]
+    import re
+
+    # The scripts of the rules that load a model: those that claim a GPU, and tune_levelset.
+    model_scripts = set()
+    for smk in (REPO / "rules").glob("*.smk"):
+        for block in re.split(r"\n(?=rule )", smk.read_text()):
+            script = re.search(r'script:\s*"\.\./(workflow_scripts/\w+\.py)"', block)
+            if script and ("gpu=1" in block or block.startswith("rule tune_levelset:")):
+                model_scripts.add(REPO / script.group(1))
     assert len(model_scripts) >= 7
-    for path in model_scripts:
+    for path in sorted(model_scripts):
         text = path.read_text()
         call = text.find("with model_job(snakemake.rule, threads=snakemake.threads")
         assert call != -1, f"{path.name} does not set up its model job (threads, device)"
-        assert call < text.find("model_stages"), f"{path.name} imports the models first"
+        step = text.find("from lumbar_core.steps import")
+        assert step != -1 and call < step, f"{path.name} imports the models first"

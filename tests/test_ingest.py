@@ -1,4 +1,4 @@
-"""Tests of lumbar_core.ingest: a folder of films to a validated sample sheet."""
+"""Tests of lumbar_core.workflow.ingest: a folder of films to a validated sample sheet."""
 
 import json
 import subprocess
@@ -11,8 +11,8 @@ import pytest
 
 from film_tree import PATIENT_ID, PATIENT_NAME, corner_rows, write_film_tree
 from lumbar_core import io, phantom_io
-from lumbar_core.cohort import load_sample_sheet
-from lumbar_core.ingest import (
+from lumbar_core.workflow.cohort import load_sample_sheet
+from lumbar_core.workflow.ingest import (
     UNKNOWN,
     assign_splits,
     dicom_modality,
@@ -243,7 +243,7 @@ def test_module_runs_as_a_command(tmp_path):
     films = tmp_path / "films"
     films.mkdir()
     phantom_io.write_png16(films / "a.png", np.full((80, 80), 7, np.uint16))
-    proc = subprocess.run([sys.executable, "-m", "lumbar_core.ingest", str(films),
+    proc = subprocess.run([sys.executable, "-m", "lumbar_core.workflow.ingest", str(films),
                            str(tmp_path / "s.tsv")], capture_output=True, text=True, cwd=REPO,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr

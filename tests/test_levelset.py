@@ -324,7 +324,8 @@ def test_unchanged_refinement_pastes_exactly_like_the_network(tmp_path, input_sh
     """Identity: a level set that changes nothing gives the network's pasted masks."""
     from lumbar_core import io
     from lumbar_core.preprocess import Geometry
-    from lumbar_core.stages import patch_probabilities_to_masks, run_levelset
+    from lumbar_core.crop import patch_probabilities_to_masks
+    from lumbar_core.steps.levelset import levelset_refine
 
     geometry = Geometry(input_shape)
     # L1 leaves the top of Io, L5 its left side; neighbouring boxes overlap.
@@ -339,9 +340,10 @@ def test_unchanged_refinement_pastes_exactly_like_the_network(tmp_path, input_sh
     io.save_npz(tmp_path / "net.npz", **network, status="ok", message="")
     io.write_json(tmp_path / "geometry.json", {"status": "ok", "geometry": geometry.to_dict()})
     unchanged = LevelSetParams(iterations=0)  # refine_mask returns its input mask
-    run_levelset(tmp_path / "crop.npz", {"mnet": tmp_path / "net.npz", "unet": tmp_path / "net.npz"},
-                 tmp_path / "geometry.json", tmp_path / "refined.npz",
-                 params={"mnet": unchanged, "unet": unchanged})
+    levelset_refine(patches=tmp_path / "crop.npz",
+                    network_masks={"mnet": tmp_path / "net.npz", "unet": tmp_path / "net.npz"},
+                    geometry=tmp_path / "geometry.json", out=tmp_path / "refined.npz",
+                    params={"mnet": unchanged, "unet": unchanged})
     refined = io.load_npz(tmp_path / "refined.npz")
     for method in ("mnet", "unet"):
         for grid in ("io", "input"):
@@ -357,7 +359,7 @@ def test_overlap_of_neighbours_resolved_alike_for_network_and_refined_masks():
     and a refined mask that grows into the neighbour takes the pixels where it is deeper."""
     from lumbar_core.crop import paste_masks
     from lumbar_core.preprocess import Geometry
-    from lumbar_core.stages import paste_patch_masks, patch_probabilities_to_masks
+    from lumbar_core.crop import paste_patch_masks, patch_probabilities_to_masks
 
     geometry = Geometry((2000, 1000))
     boxes = np.array([[760.0, 1000.0, 300.0], [760.0, 1150.0, 300.0]])

@@ -179,10 +179,11 @@ BOTTOM_ROW = np.column_stack([np.linspace(20, 236, 5), np.arange(500.0, 505.0)])
 
 
 def test_select_peaks_stage_records_plausibility(tmp_path):
-    from lumbar_core.stages import run_select_peaks
+    from lumbar_core.steps.pose import select_peaks as select_peaks_step
 
     maps, geo = _write_inputs(tmp_path, _spine() / 6.0)
-    out = run_select_peaks(maps, geo, tmp_path / "peaks.json", settings=SETTINGS)
+    out = select_peaks_step(maps=maps, geometry=geo, out=tmp_path / "peaks.json",
+                            settings=SETTINGS)
     assert out["status"] == "ok" and out["plausible"] is True
     assert out["implausible_reason"] == ""
     assert out["plausibility"]["length_mm"] == pytest.approx(990 * 0.14 / 1.28, rel=0.05)
@@ -190,32 +191,36 @@ def test_select_peaks_stage_records_plausibility(tmp_path):
 
 def test_implausible_detection_without_annotation_gets_no_crop_and_is_in_qc(tmp_path):
     from lumbar_core import io
-    from lumbar_core.stages import qc_rows, run_crop, run_select_peaks
+    from lumbar_core.steps.evaluate import qc
+    from lumbar_core.steps.pose import select_peaks as select_peaks_step
+    from lumbar_core.steps.segment import crop
 
     maps, geo = _write_inputs(tmp_path, BOTTOM_ROW)
-    out = run_select_peaks(maps, geo, tmp_path / "x.json", settings=SETTINGS)
+    out = select_peaks_step(maps=maps, geometry=geo, out=tmp_path / "x.json", settings=SETTINGS)
     assert out["status"] == "implausible" and out["plausible"] is False
     assert out["message"] == out["implausible_reason"] and out["message"].startswith("tilt:")
     assert len(out["centres_input"]) == 5  # kept for the overlays
     io.save_npz(tmp_path / "io.npz", io=np.zeros((3072, 1536), np.uint16), status="ok",
                 message="")
-    record = run_crop(tmp_path / "io.npz", tmp_path / "x.json", tmp_path / "crop.npz",
-                      patch_size=64)
+    record = crop(io_image=tmp_path / "io.npz", peaks=tmp_path / "x.json",
+                  out=tmp_path / "crop.npz", patch_size=64)
     crop = io.load_npz(tmp_path / "crop.npz")
     assert record["status"] == "implausible" and "patches" not in crop
-    rows = qc_rows([geo], [], [tmp_path / "x.json"])
+    rows = qc(geometry=[geo], points=[], peaks=[tmp_path / "x.json"])
     assert rows == [{"image_id": "x", "stage": "select_peaks", "status": "implausible",
                      "message": out["implausible_reason"]}]
 
 
 def test_implausible_detection_of_an_annotated_image_stays_evaluated(tmp_path):
-    from lumbar_core.stages import qc_rows, run_select_peaks
+    from lumbar_core.steps.evaluate import qc
+    from lumbar_core.steps.pose import select_peaks as select_peaks_step
 
     maps, geo = _write_inputs(tmp_path, BOTTOM_ROW)
-    out = run_select_peaks(maps, geo, tmp_path / "y.json", settings=SETTINGS, annotated=True)
+    out = select_peaks_step(maps=maps, geometry=geo, out=tmp_path / "y.json", settings=SETTINGS,
+                            annotated=True)
     assert out["status"] == "ok" and out["plausible"] is False
     assert out["implausible_reason"].startswith("tilt:")
-    (row,) = qc_rows([geo], [], [tmp_path / "y.json"])
+    (row,) = qc(geometry=[geo], points=[], peaks=[tmp_path / "y.json"])
     assert row["status"] == "implausible" and row["message"].startswith(out["implausible_reason"])
 
 

@@ -195,7 +195,7 @@ def test_masks_pasted_back_land_on_the_input_object(shape):
     from skimage import draw
 
     from lumbar_core.crop import extract_patch
-    from lumbar_core.stages import patch_probabilities_to_masks, whole_probabilities_to_masks
+    from lumbar_core.crop import patch_probabilities_to_masks, whole_probabilities_to_masks
 
     g = Geometry(shape)
     centre, radius = np.array([0.45 * shape[1], 0.55 * shape[0]]), 0.08 * min(shape)

@@ -1,4 +1,4 @@
-"""lumbar_core.scheduling: one pending re-selection timer per Snakemake scheduler."""
+"""lumbar_core.workflow.scheduling: one pending re-selection timer per Snakemake scheduler."""
 
 import subprocess
 import sys
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lumbar_core.scheduling import TESTED_SNAKEMAKE, coalesce_reevaluation_timers
+from lumbar_core.workflow.scheduling import TESTED_SNAKEMAKE, coalesce_reevaluation_timers
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
@@ -129,7 +129,7 @@ _SNAKEFILE = textwrap.dedent(
     """
     import sys, threading
     sys.path.insert(0, {repo!r})
-    from lumbar_core.scheduling import TESTED_SNAKEMAKE, coalesce_reevaluation_timers
+    from lumbar_core.workflow.scheduling import TESTED_SNAKEMAKE, coalesce_reevaluation_timers
 
     if config.get("patch"):
         coalesce_reevaluation_timers()

@@ -99,7 +99,7 @@ def test_gpu_job_keeps_the_device_slurm_assigns(slurm_cluster, tmp_path):  # noq
         f"""
         import os, sys
         sys.path.insert(0, {str(REPO)!r})
-        from lumbar_core.gpu import gpu_slot
+        from lumbar_core.workflow.gpu import gpu_slot
         with gpu_slot(4, lock_dir={str(tmp_path / "locks")!r}) as slot:
             print(slot, os.environ.get("CUDA_VISIBLE_DEVICES"))
         """

@@ -5,9 +5,9 @@ from pathlib import Path
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from lumbar_core.plots import plot_centre_errors
-from lumbar_core.stages import read_rows
+from lumbar_core.steps import report
 
-plot_centre_errors(
-    read_rows(snakemake.input.localization), Path(snakemake.output.png).with_suffix("")
+report.fig10(
+    localization=snakemake.input.localization,
+    out_stem=Path(snakemake.output.png).with_suffix(""),
 )

@@ -5,6 +5,9 @@ from pathlib import Path
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from lumbar_core.stages import run_fig9
+from lumbar_core.steps import report
 
-run_fig9(snakemake.input.histories, Path(snakemake.output.png).with_suffix(""))
+report.fig9(
+    histories=snakemake.input.histories,
+    out_stem=Path(snakemake.output.png).with_suffix(""),
+)

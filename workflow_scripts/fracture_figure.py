@@ -5,12 +5,14 @@ from pathlib import Path
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from lumbar_core.stages import run_fracture_figure
+from lumbar_core.steps import morphometry
 
 inp = snakemake.input
 inputs = {
     i: {"image": image, "refined": refined}
     for i, image, refined in zip(snakemake.params.image_ids, inp.images, inp.refined, strict=True)
 }
-shown = run_fracture_figure(inp.rows, inputs, Path(snakemake.output.png).with_suffix(""))
+shown = morphometry.fracture_figure(
+    rows=inp.rows, inputs=inputs, out_stem=Path(snakemake.output.png).with_suffix("")
+)
 print("shown: " + ", ".join(shown), file=sys.stderr)

@@ -4,12 +4,12 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from lumbar_core.stages import run_ground_truth
+from lumbar_core.steps import preprocess
 
-record = run_ground_truth(
-    snakemake.input.annotation,
-    snakemake.input.geometry,
-    snakemake.output.points,
-    snakemake.output.masks,
+record = preprocess.ground_truth(
+    annotation=snakemake.input.annotation,
+    geometry=snakemake.input.geometry,
+    out_points=snakemake.output.points,
+    out_masks=snakemake.output.masks,
 )
 print(f"{snakemake.wildcards.image_id}: {record['status']} {record['message']}", file=sys.stderr)

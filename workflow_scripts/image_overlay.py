@@ -4,15 +4,15 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from lumbar_core.stages import run_image_overlay
+from lumbar_core.steps import report
 
-title = run_image_overlay(
-    snakemake.wildcards.image_id,
-    snakemake.input.image,
-    snakemake.input.peaks,
-    snakemake.input.geometry,
-    snakemake.input.refined,
-    snakemake.output.png,
-    points_path=snakemake.input.get("points"),
+title = report.image_overlay(
+    image_id=snakemake.wildcards.image_id,
+    image=snakemake.input.image,
+    peaks=snakemake.input.peaks,
+    geometry=snakemake.input.geometry,
+    refined=snakemake.input.refined,
+    out_png=snakemake.output.png,
+    points=snakemake.input.get("points"),
 )
 print(title, file=sys.stderr)

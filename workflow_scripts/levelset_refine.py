@@ -6,17 +6,15 @@ from pathlib import Path
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from lumbar_core.io import read_json
-from lumbar_core.levelset import LevelSetParams
-from lumbar_core.stages import run_levelset
+from lumbar_core.steps import levelset
 
 image_id = snakemake.wildcards.image_id
-record = run_levelset(
-    snakemake.input.patches,
-    {m: Path(snakemake.input[m]) / f"{image_id}.npz" for m in ("mnet", "unet")},
-    snakemake.input.geometry,
-    snakemake.output.masks,
-    params={m: LevelSetParams(**p) for m, p in read_json(snakemake.input.params).items()},
+record = levelset.levelset_refine(
+    patches=snakemake.input.patches,
+    network_masks={m: Path(snakemake.input[m]) / f"{image_id}.npz" for m in ("mnet", "unet")},
+    geometry=snakemake.input.geometry,
+    out=snakemake.output.masks,
+    params=snakemake.input.params,
 )
 for key, info in record.get("levelset", {}).items():
     print(f"{image_id} {key}: {info}", file=sys.stderr)

@@ -4,19 +4,19 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from lumbar_core.phantom import write_demo_cohort
-from lumbar_core.stages import run_contact_sheet
+from lumbar_core.steps import demo
 
-demo = snakemake.params.demo
-sheet = write_demo_cohort(
-    demo["out_dir"],
-    seed=demo["seed"],
-    n_train=demo["n_train"],
-    n_val=demo["n_val"],
-    n_test_per_stratum=demo["n_test_per_stratum"],
-    difficulty=demo["difficulty"],
-    style=demo.get("style", "classic"),
+settings = snakemake.params.demo
+sheet = demo.make_demo_cohort(
+    out_dir=settings["out_dir"],
+    contact_sheet=snakemake.output.contact_sheet,
+    seed=settings["seed"],
+    n_train=settings["n_train"],
+    n_val=settings["n_val"],
+    n_test_per_stratum=settings["n_test_per_stratum"],
+    difficulty=settings["difficulty"],
+    style=settings.get("style", "classic"),
+    contact_sheet_images=settings["contact_sheet_images"],
     workers=snakemake.threads,
 )
-run_contact_sheet(sheet, snakemake.output.contact_sheet, n=demo["contact_sheet_images"])
 print(f"wrote {sheet}", file=sys.stderr)

@@ -4,15 +4,15 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from lumbar_core.stages import run_morphometry
+from lumbar_core.steps import morphometry
 
 inp = snakemake.input
-run_morphometry(
-    snakemake.wildcards.image_id,
-    inp.refined,
-    inp.geometry,
-    inp.peaks,
-    snakemake.output.heights,
-    points_path=inp.get("points"),
-    masks_path=inp.get("masks"),
+morphometry.morphometry(
+    image_id=snakemake.wildcards.image_id,
+    refined=inp.refined,
+    geometry=inp.geometry,
+    peaks=inp.peaks,
+    out=snakemake.output.heights,
+    points=inp.get("points"),
+    masks=inp.get("masks"),
 )

@@ -4,9 +4,14 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from lumbar_core.stages import run_morphometry_summary
+from lumbar_core.steps import morphometry
 
 out = snakemake.output
-summary = run_morphometry_summary(snakemake.input, out.rows, out.agreement, out.counts)
+summary = morphometry.morphometry_table(
+    heights=list(snakemake.input),
+    out_rows=out.rows,
+    out_agreement=out.agreement,
+    out_counts=out.counts,
+)
 for row in summary["agreement"]:
     print(row, file=sys.stderr)

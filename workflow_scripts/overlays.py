@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from lumbar_core.stages import run_overlays
+from lumbar_core.steps import report
 
 inp = snakemake.input
 ids = snakemake.params.image_ids  # the order of the per-image inputs
@@ -24,5 +24,10 @@ inputs = {
     }
     for i, image, peaks, refined in zip(ids, inp.images, inp.peaks, inp.refined, strict=True)
 }
-chosen = run_overlays(inp.segmentation, inputs, snakemake.output.overlays, n=snakemake.params.n)
+chosen = report.overlays(
+    segmentation=inp.segmentation,
+    inputs=inputs,
+    out_dir=snakemake.output.overlays,
+    n=snakemake.params.n,
+)
 print(f"drew {', '.join(chosen)}", file=sys.stderr)

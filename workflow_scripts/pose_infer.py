@@ -5,10 +5,15 @@ import sys
 log = open(snakemake.log[0], "w", buffering=1)
 sys.stderr = sys.stdout = log
 
-from lumbar_core.environment import model_job
+from lumbar_core.workflow.environment import model_job
 
 # Threads, oneDNN, GPU slot and Keras backend: all before Keras is imported.
 with model_job(snakemake.rule, threads=snakemake.threads, log=log):
-    from lumbar_core.model_stages import run_pose_infer
+    from lumbar_core.steps import pose
 
-    run_pose_infer(snakemake.input.model, snakemake.input.images, snakemake.output.maps, log=log)
+    pose.pose_infer(
+        model=snakemake.input.model,
+        images=snakemake.input.images,
+        out_dir=snakemake.output.maps,
+        log=log,
+    )

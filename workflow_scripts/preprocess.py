@@ -4,13 +4,13 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from lumbar_core.stages import run_preprocess
+from lumbar_core.steps import preprocess
 
-record = run_preprocess(
-    snakemake.input.image,
-    snakemake.output.io,
-    snakemake.output.geometry,
-    snakemake.output.i,
+record = preprocess.preprocess(
+    image=snakemake.input.image,
+    out_io=snakemake.output.io,
+    out_geometry=snakemake.output.geometry,
+    out_i=snakemake.output.i,
     image_id=snakemake.wildcards.image_id,
     settings=snakemake.params.settings,
     spacing=snakemake.params.spacing,

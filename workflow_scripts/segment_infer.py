@@ -5,17 +5,18 @@ import sys
 log = open(snakemake.log[0], "w", buffering=1)
 sys.stderr = sys.stdout = log
 
-from lumbar_core.environment import model_job
+from lumbar_core.workflow.environment import model_job
 
 # Threads, oneDNN, GPU slot and Keras backend: all before Keras is imported.
 with model_job(snakemake.rule, threads=snakemake.threads, log=log):
-    from lumbar_core.model_stages import run_segment_infer
+    from lumbar_core.steps import segment
 
-    run_segment_infer(
-        snakemake.input.model,
-        snakemake.input.patches,
-        snakemake.input.geometry,
-        snakemake.output.masks,
+    # segment.mnet_infer or segment.unet_infer, named as the rule.
+    getattr(segment, snakemake.rule)(
+        model=snakemake.input.model,
+        patches=snakemake.input.patches,
+        geometry=snakemake.input.geometry,
+        out_dir=snakemake.output.masks,
         threshold=snakemake.params.threshold,
         log=log,
     )

@@ -5,13 +5,13 @@ from pathlib import Path
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from lumbar_core.stages import run_select_peaks
+from lumbar_core.steps import pose
 
 image_id = snakemake.wildcards.image_id
-result = run_select_peaks(
-    Path(snakemake.input.maps) / f"{image_id}.npz",
-    snakemake.input.geometry,
-    snakemake.output.peaks,
+result = pose.select_peaks(
+    maps=Path(snakemake.input.maps) / f"{image_id}.npz",
+    geometry=snakemake.input.geometry,
+    out=snakemake.output.peaks,
     settings=snakemake.params.settings,
     annotated=bool(snakemake.params.annotated),
 )

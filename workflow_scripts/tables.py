@@ -5,16 +5,16 @@ from pathlib import Path
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from lumbar_core.stages import run_tables
+from lumbar_core.steps import evaluate
 
 settings = snakemake.params.settings
-run_tables(
-    snakemake.input.segmentation,
-    snakemake.input.localization,
-    snakemake.input.qc,
-    snakemake.params.sheet,
-    Path(snakemake.output.table1_md).with_suffix(""),
-    Path(snakemake.output.table2_md).with_suffix(""),
+evaluate.tables(
+    segmentation=snakemake.input.segmentation,
+    localization=snakemake.input.localization,
+    qc=snakemake.input.qc,
+    sheet=snakemake.params.sheet,
+    table1_stem=Path(snakemake.output.table1_md).with_suffix(""),
+    table2_stem=Path(snakemake.output.table2_md).with_suffix(""),
     n_boot=settings["n_boot"],
     seed=settings["seed"],
 )

@@ -4,14 +4,14 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from lumbar_core.stages import run_train_patches
+from lumbar_core.steps import train
 
 settings = snakemake.params.settings
-record = run_train_patches(
-    snakemake.input.io,
-    snakemake.input.points,
-    snakemake.input.masks,
-    snakemake.output.patches,
+record = train.train_patches(
+    io_image=snakemake.input.io,
+    points=snakemake.input.points,
+    masks=snakemake.input.masks,
+    out=snakemake.output.patches,
     image_id=snakemake.wildcards.image_id,
     seed=snakemake.params.seed,
     patch_size=settings["patch_size"],

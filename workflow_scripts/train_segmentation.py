@@ -5,17 +5,17 @@ import sys
 log = open(snakemake.log[0], "w", buffering=1)
 sys.stderr = sys.stdout = log
 
-from lumbar_core.environment import model_job
+from lumbar_core.workflow.environment import model_job
 
 # Threads, oneDNN, GPU slot and Keras backend: all before Keras is imported.
 with model_job(snakemake.rule, threads=snakemake.threads, log=log):
-    from lumbar_core.model_stages import run_train_segmentation
+    from lumbar_core.steps import train
 
-    run_train_segmentation(
-        snakemake.params.arch,
-        snakemake.input.patches,
-        snakemake.output.model,
-        snakemake.output.history,
+    # train.train_mnet or train.train_unet, named as the rule.
+    getattr(train, snakemake.rule)(
+        patches=snakemake.input.patches,
+        out_model=snakemake.output.model,
+        out_history=snakemake.output.history,
         train_ids=snakemake.params.train_ids,
         val_ids=snakemake.params.val_ids,
         settings=snakemake.params.settings,

@@ -5,18 +5,18 @@ import sys
 log = open(snakemake.log[0], "w", buffering=1)
 sys.stderr = sys.stdout = log
 
-from lumbar_core.environment import model_job
+from lumbar_core.workflow.environment import model_job
 
 # Threads, oneDNN, GPU slot and Keras backend: all before Keras is imported.
 with model_job(snakemake.rule, threads=snakemake.threads, log=log):
-    from lumbar_core.model_stages import run_train_whole
+    from lumbar_core.steps import train
 
-    run_train_whole(
-        snakemake.params.arch,
-        snakemake.input.images,
-        snakemake.input.masks,
-        snakemake.output.model,
-        snakemake.output.history,
+    # train.train_mnet_whole or train.train_unet_whole, named as the rule.
+    getattr(train, snakemake.rule)(
+        images=snakemake.input.images,
+        masks=snakemake.input.masks,
+        out_model=snakemake.output.model,
+        out_history=snakemake.output.history,
         train_ids=snakemake.params.train_ids,
         val_ids=snakemake.params.val_ids,
         settings=snakemake.params.settings,

@@ -5,21 +5,21 @@ import sys
 log = open(snakemake.log[0], "w", buffering=1)
 sys.stderr = sys.stdout = log
 
-from lumbar_core.environment import model_job
+from lumbar_core.workflow.environment import model_job
 
 # Threads and oneDNN before Keras is imported. The grid search is level-set work on the
 # CPU around small M-net and U-net inferences: it runs on the CPU, in the CPU environment, always.
 with model_job(snakemake.rule, threads=snakemake.threads, device="cpu", log=log):
-    from lumbar_core.model_stages import run_tune_levelset
+    from lumbar_core.steps import levelset
 
-    run_tune_levelset(
-        {"mnet": snakemake.input.mnet, "unet": snakemake.input.unet},
-        snakemake.input.io,
-        snakemake.input.points,
-        snakemake.input.masks,
-        snakemake.input.geometry,
-        snakemake.output.table,
-        snakemake.output.params,
+    levelset.tune_levelset(
+        models={"mnet": snakemake.input.mnet, "unet": snakemake.input.unet},
+        io_images=snakemake.input.io,
+        points=snakemake.input.points,
+        masks=snakemake.input.masks,
+        geometry=snakemake.input.geometry,
+        out_table=snakemake.output.table,
+        out_params=snakemake.output.params,
         settings=snakemake.params.settings,
         patch_size=snakemake.params.patch_size,
         jitter_px=snakemake.params.jitter_px,

@@ -5,16 +5,17 @@ import sys
 log = open(snakemake.log[0], "w", buffering=1)
 sys.stderr = sys.stdout = log
 
-from lumbar_core.environment import model_job
+from lumbar_core.workflow.environment import model_job
 
 # Threads, oneDNN, GPU slot and Keras backend: all before Keras is imported.
 with model_job(snakemake.rule, threads=snakemake.threads, log=log):
-    from lumbar_core.model_stages import run_whole_infer
+    from lumbar_core.steps import segment
 
-    run_whole_infer(
-        snakemake.input.model,
-        snakemake.input.images,
-        snakemake.input.geometry,
-        snakemake.output.masks,
+    # segment.mnet_whole_infer or segment.unet_whole_infer, named as the rule.
+    getattr(segment, snakemake.rule)(
+        model=snakemake.input.model,
+        images=snakemake.input.images,
+        geometry=snakemake.input.geometry,
+        out_dir=snakemake.output.masks,
         log=log,
     )

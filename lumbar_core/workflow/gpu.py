@@ -17,7 +17,7 @@ limit was given). The workflow hands it to the jobs through the environment vari
 rerun when ``K`` changes), and the script of a model rule claims a slot in its first
 lines, before Keras is imported::
 
-    from lumbar_core.gpu import claim_gpu_for_job
+    from lumbar_core.workflow.gpu import claim_gpu_for_job
 
     with claim_gpu_for_job():
         import keras
@@ -56,6 +56,7 @@ __all__ = [
     "SLOTS_VARIABLE",
     "gpu_slot",
     "claim_gpu_for_job",
+    "detect_gpu_count",
     "configure_tensorflow_memory_growth",
 ]
 
@@ -74,7 +75,7 @@ _MEMORY_DEFAULTS = {
 }
 
 
-def _detect_gpu_count() -> int:
+def detect_gpu_count() -> int:
     """Number of NVIDIA GPUs that ``nvidia-smi -L`` lists; 0 without the tool."""
     exe = shutil.which("nvidia-smi")
     if exe is None:
@@ -216,7 +217,7 @@ def gpu_slot(
             yield None
             return
         if n_slots is None:
-            n_slots = _detect_gpu_count()
+            n_slots = detect_gpu_count()
         if n_slots == 0:
             # CPU-only machine: leave CUDA_VISIBLE_DEVICES unset, nothing to share.
             yield None

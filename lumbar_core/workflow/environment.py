@@ -16,11 +16,11 @@ Backends (measured, see ``docs/backends.md``):
   and only then, unless the user set ``KERAS_BACKEND``.
 
 Every model job (training, inference, level-set tuning) enters :func:`model_job`
-before Keras is imported; it claims a GPU slot (:mod:`lumbar_core.gpu`), picks the
+before Keras is imported; it claims a GPU slot (:mod:`lumbar_core.workflow.gpu`), picks the
 backend, checks the ``device`` setting against what it found and writes one line to the
 job's log: backend, device, slot, oneDNN, threads.
 
-Run as ``python -m lumbar_core.environment --detect-gpu``, it prints ``1`` when
+Run as ``python -m lumbar_core.workflow.environment --detect-gpu``, it prints ``1`` when
 ``nvidia-smi -L`` lists a GPU and ``0`` otherwise (the Makefile's install choice).
 """
 
@@ -34,7 +34,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from .gpu import SLOTS_ENV, _detect_gpu_count, claim_gpu_for_job
+from .gpu import SLOTS_ENV, detect_gpu_count, claim_gpu_for_job
 
 __all__ = [
     "DEVICES",
@@ -85,7 +85,7 @@ def export_gpu_slots(n_slots) -> None:
     """Tell the jobs how many GPUs the run was given (``--resources gpu=K``).
 
     ``n_slots`` is an int or a Snakemake ``Resource`` (its ``.value``); ``None`` leaves
-    the count to :func:`lumbar_core.gpu.gpu_slot`'s own detection.
+    the count to :func:`lumbar_core.workflow.gpu.gpu_slot`'s own detection.
     """
     value = getattr(n_slots, "value", n_slots)
     if value is not None:
@@ -244,7 +244,7 @@ def model_job(rule: str, *, threads: int, device: str | None = None, log=None,
 
     In order: size TensorFlow's thread pool (:func:`limit_framework_threads`); turn
     oneDNN on where TensorFlow leaves it off (:func:`onednn_setting`); with ``device``
-    ``auto`` or ``gpu`` claim a GPU slot (:func:`lumbar_core.gpu.claim_gpu_for_job`),
+    ``auto`` or ``gpu`` claim a GPU slot (:func:`lumbar_core.workflow.gpu.claim_gpu_for_job`),
     with ``cpu`` hide the GPUs (``CUDA_VISIBLE_DEVICES=""``); choose Keras' backend
     (JAX when it sees a GPU, unless ``KERAS_BACKEND`` is set); import Keras and check
     the device; write one line to ``log``::
@@ -301,7 +301,7 @@ def model_job(rule: str, *, threads: int, device: str | None = None, log=None,
     try:
         with claim as slot:
             gpu_plausible = bool(os.environ.get("CUDA_VISIBLE_DEVICES")) or (
-                "CUDA_VISIBLE_DEVICES" not in os.environ and _detect_gpu_count() > 0
+                "CUDA_VISIBLE_DEVICES" not in os.environ and detect_gpu_count() > 0
             )
             if BACKEND_ENV not in os.environ and (
                 (device != "cpu" and gpu_plausible and _jax_sees_gpu())
@@ -320,7 +320,7 @@ def model_job(rule: str, *, threads: int, device: str | None = None, log=None,
                     f"rule {rule}: the run asks for a GPU (config `device: gpu`), but "
                     f"Keras' {backend} backend sees none (CUDA_VISIBLE_DEVICES="
                     f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r}, GPUs listed by nvidia-smi: "
-                    f"{_detect_gpu_count()}). Install the GPU build (`make install GPU=1`, "
+                    f"{detect_gpu_count()}). Install the GPU build (`make install GPU=1`, "
                     f"or `--software-deployment-method conda` with envs/gpu.yaml) on a "
                     f"machine with an NVIDIA GPU, or set `device: auto` or `device: cpu`."
                 )
@@ -358,7 +358,7 @@ def _no_claim():
 def main(argv=None) -> int:
     """Command line: ``--detect-gpu`` prints 1 if ``nvidia-smi -L`` lists a GPU, else 0."""
     parser = argparse.ArgumentParser(
-        prog="python -m lumbar_core.environment",
+        prog="python -m lumbar_core.workflow.environment",
         description="What this machine offers the workflow's model jobs.",
     )
     parser.add_argument("--detect-gpu", action="store_true",
@@ -370,7 +370,7 @@ def main(argv=None) -> int:
     if not (args.detect_gpu or args.onednn):
         parser.error("give --detect-gpu or --onednn")
     if args.detect_gpu:
-        print(1 if _detect_gpu_count() > 0 else 0)
+        print(1 if detect_gpu_count() > 0 else 0)
     if args.onednn:
         print(onednn_setting(cpu_flags(), os.environ) or "")
     return 0

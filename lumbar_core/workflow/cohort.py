@@ -16,7 +16,7 @@ import pandas as pd
 __all__ = ["COLUMNS", "REQUIRED_COLUMNS", "SampleSheetError", "load_sample_sheet",
            "make_shards"]
 
-SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "samples.schema.yaml"
+SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "samples.schema.yaml"
 
 
 def _schema_columns(schema_path) -> tuple[tuple[str, ...], tuple[str, ...]]:

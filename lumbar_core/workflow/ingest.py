@@ -3,7 +3,7 @@
 :func:`ingest_folder` walks a folder tree of lateral lumbar films (PNG, TIFF, JPEG and
 DICOM, told apart by their content, the extension only as a hint), checks that each can
 be read, and writes a sample sheet (see ``schemas/samples.schema.yaml``) that
-:func:`lumbar_core.cohort.load_sample_sheet` accepts:
+:func:`lumbar_core.workflow.cohort.load_sample_sheet` accepts:
 
 - ``image_id`` from the file's path relative to the folder (:func:`image_ids`): unique,
   ``[A-Za-z0-9_-]+``, and the same every time the same file is ingested;
@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import io
+from .. import io
 
 __all__ = [
     "DICOM_MODALITIES",
@@ -412,7 +412,7 @@ def ingest_folder(root, sheet, *, annotations=None, fractions=(0.7, 0.15, 0.15),
     ------
     ValueError
         ``root`` is not a folder, holds no readable film, or an option is out of range.
-    lumbar_core.cohort.SampleSheetError
+    lumbar_core.workflow.cohort.SampleSheetError
         The sheet written does not validate (a bug: it is written to be valid).
     """
     import pandas as pd
@@ -514,7 +514,7 @@ def _fraction_triple(text: str) -> tuple[float, float, float]:
 
 
 def main(argv=None) -> int:
-    """The ``lumbar-ingest`` command; ``python -m lumbar_core.ingest --help`` for usage."""
+    """The ``lumbar-ingest`` command; ``python -m lumbar_core.workflow.ingest --help`` for usage."""
     parser = argparse.ArgumentParser(
         prog="lumbar-ingest",
         description="Walk a folder of lateral lumbar films (DICOM, PNG, TIFF, JPEG) and "

@@ -1,0 +1,18 @@
+"""lumbar_core.steps.morphometry: the cohort table and the fracture figure."""
+
+import numpy as np
+import pandas as pd
+
+from lumbar_core import io
+from lumbar_core.steps.morphometry import fracture_figure
+
+
+def test_fracture_figure_of_a_cohort_with_no_graded_vertebra(tmp_path):
+    # Every detection failed or was implausible: the morphometry table has its status
+    # columns but no heights, and the figure is drawn empty instead of failing the run.
+    table = tmp_path / "morphometry.tsv"
+    io.write_table(table, pd.DataFrame({"image_id": ["a", "a"], "source": ["PN+MNet+LS"] * 2,
+                                        "level": ["L1", "L2"], "status": ["implausible"] * 2,
+                                        "grade": [np.nan, np.nan]}))
+    assert fracture_figure(rows=table, inputs={}, out_stem=tmp_path / "fracture_examples") == []
+    assert (tmp_path / "fracture_examples.png").exists()
