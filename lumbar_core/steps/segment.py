@@ -64,26 +64,41 @@ def crop(*, io_image: StrPath, peaks: StrPath, out: StrPath, patch_size: int) ->
     return record("ok")
 
 
-def _patch_infer(model, patches, geometry, out_dir, *, threshold, log) -> None:
-    from ..models import load_model, predict_segmentation
+def _infer_shard(model, inputs, geometry, out_dir, *, predict, log) -> None:
+    """The loop of every inference rule: the model loaded once, one file per image.
+
+    ``predict(net, data, grid)`` returns the image's arrays and a note for the log; an
+    excluded image's status is carried on instead (:func:`forward_exclusion`).
+    """
+    from ..models import load_model
 
     net = load_model(model)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for crop_path, geometry_path in zip(patches, geometry):
-        image_id = image_id_of(crop_path)
+    for path, geometry_path in zip(inputs, geometry):
+        image_id = image_id_of(path)
         target = out_dir / f"{image_id}.npz"
-        crops = io.load_npz(crop_path)
-        status, message = status_of(crops)
+        data = io.load_npz(path)
+        status, message = status_of(data)
         if status != "ok":
             forward_exclusion(status, message, npz_outputs=[target])
             continue
         grid, _ = load_geometry(geometry_path)
+        arrays, note = predict(net, data, grid)
+        io.save_npz(target, **arrays, **record("ok"))
+        print(f"{image_id}: {note}", file=log)
+
+
+def _patch_infer(model, patches, geometry, out_dir, *, threshold, log) -> None:
+    from ..models import predict_segmentation
+
+    def predict(net, crops, grid):
         probs = predict_segmentation(net, crops["patches"].astype(np.float32))
         masks = patch_probabilities_to_masks(probs[..., 1], crops["boxes"], grid,
                                              threshold=threshold)
-        io.save_npz(target, **masks, **record("ok"))
-        print(f"{image_id}: {np.count_nonzero(masks['labels_io'])} px labelled in Io", file=log)
+        return masks, f"{np.count_nonzero(masks['labels_io'])} px labelled in Io"
+
+    _infer_shard(model, patches, geometry, out_dir, predict=predict, log=log)
 
 
 _PATCH_INFER_DOC = """Rule ``{rule}``: {network} on each patch of a shard, pasted back.
@@ -124,23 +139,13 @@ unet_infer.__doc__ = _PATCH_INFER_DOC.format(rule="unet_infer", network="the U-n
 
 
 def _whole_infer(model, images, geometry, out_dir, *, log) -> None:
-    from ..models import load_model, predict_segmentation
+    from ..models import predict_segmentation
 
-    net = load_model(model)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for path, geometry_path in zip(images, geometry):
-        image_id = image_id_of(path)
-        target = out_dir / f"{image_id}.npz"
-        data = io.load_npz(path)
-        status, message = status_of(data)
-        if status != "ok":
-            forward_exclusion(status, message, npz_outputs=[target])
-            continue
-        grid, _ = load_geometry(geometry_path)
+    def predict(net, data, grid):
         probs = predict_segmentation(net, data["i"].astype(np.float32)[None])[0]
-        io.save_npz(target, **whole_probabilities_to_masks(probs, grid), **record("ok"))
-        print(f"{image_id}: done", file=log)
+        return whole_probabilities_to_masks(probs, grid), "done"
+
+    _infer_shard(model, images, geometry, out_dir, predict=predict, log=log)
 
 
 _WHOLE_INFER_DOC = """Rule ``{rule}``: Table 2's "Original {network}", 6-class masks of a shard.
