@@ -28,6 +28,7 @@ include: "rules/report.smk"
 # Cohort-level summaries are light: on a cluster they run where Snakemake runs.
 localrules:
     all,
+    figures,
     qc,
     tables,
     fig9,

@@ -178,6 +178,18 @@ TRAINED = {
 }
 
 
+def figure_targets():
+    """Fig. 9, Fig. 10, the overlays and the fracture figure, as far as the run has them."""
+    targets = []
+    if PRED_IDS:
+        targets += ["results/figures/overlays", "results/figures/fracture_examples.png"]
+    if EVAL_IDS:
+        targets += ["results/figures/fig10_centre_error.png"]
+    if TRAINED:
+        targets += ["results/figures/fig9_loss_curves.png"]
+    return targets
+
+
 def all_targets():
     if SAMPLES.empty:
         return [str(DEMO_SHEET)]
@@ -185,15 +197,11 @@ def all_targets():
     targets += per_image("results/select_peaks/{image_id}.json", PRED_IDS)
     targets += per_image("results/levelset_refine/{image_id}.npz", PRED_IDS)
     if PRED_IDS:
-        targets += ["results/tables/morphometry.tsv", "results/figures/overlays"]
-        targets += ["results/figures/fracture_examples.png"]
+        targets += ["results/tables/morphometry.tsv"]
     if EVAL_IDS:
         targets += expand(
             "results/tables/{table}.{ext}",
             table=["table1", "table2"],
             ext=["csv", "md", "tex"],
         )
-        targets += ["results/figures/fig10_centre_error.png"]
-    if TRAINED:
-        targets += ["results/figures/fig9_loss_curves.png"]
-    return targets
+    return targets + figure_targets()

@@ -94,6 +94,12 @@ rule image_overlay:
         "../workflow_scripts/image_overlay.py"
 
 
+rule figures:
+    """Target: Fig. 9, Fig. 10, the overlays and the fracture figure."""
+    input:
+        figure_targets(),
+
+
 rule all_overlays:
     """Target: an overlay of every predicted image and the QC table (e.g. the real-film check)."""
     input:

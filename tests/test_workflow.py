@@ -31,6 +31,12 @@ def test_dry_run_lists_every_rule_of_the_design(tiny_cohort, tmp_path):
                  "unet_whole_infer", "levelset_refine", "metrics", "tables", "fig9", "fig10",
                  "overlays", "qc"):
         assert f"rule {rule}:" in out or f"\n{rule} " in out, rule
+    # The target `figures` builds Fig. 9, Fig. 10, the overlays and the fracture figure
+    # (and what they need), not the tables.
+    figures = run_snakemake(tmp_path, "-n", "figures", configfile=config).stdout
+    for rule in ("fig9", "fig10", "overlays", "fracture_figure", "figures"):
+        assert f"rule {rule}:" in figures or f"\n{rule} " in figures, rule
+    assert "rule tables:" not in figures and "\ntables " not in figures
 
 
 def test_preprocess_and_resize_outputs(full_run, tiny_cohort):
