@@ -32,11 +32,11 @@ import keras
 
 from .losses import WeightedCategoricalCrossentropy
 from .unet import (
-    _conv_block,
-    _up_block,
-    _validate_filters,
-    _validate_input_shape,
-    _validate_num_classes,
+    conv_block,
+    up_block,
+    validate_filters,
+    validate_input_shape,
+    validate_num_classes,
 )
 
 __all__ = ["SIDE_OUTPUTS", "build_mnet", "mnet_loss"]
@@ -96,9 +96,9 @@ def build_mnet(
     .. [1] See the module docstring.
     """
     builder = "build_mnet"
-    input_shape = _validate_input_shape(input_shape, multiple=16, builder=builder)
-    num_classes = _validate_num_classes(num_classes, builder=builder)
-    filters = _validate_filters(filters, builder=builder)
+    input_shape = validate_input_shape(input_shape, multiple=16, builder=builder)
+    num_classes = validate_num_classes(num_classes, builder=builder)
+    filters = validate_filters(filters, builder=builder)
 
     inputs = keras.Input(shape=input_shape, name="image")
     # Multi-scale input: average pooling to 1/2, 1/4, 1/8 of the input.
@@ -110,7 +110,7 @@ def build_mnet(
     skips = []
     for level in range(1, 5):
         if level > 1:
-            side_in = _conv_block(
+            side_in = conv_block(
                 scaled[level - 1],
                 filters[level - 1],
                 batch_norm=batch_norm,
@@ -118,14 +118,14 @@ def build_mnet(
                 n_convs=1,
             )
             x = keras.layers.Concatenate(axis=-1, name=f"enc{level}_concat")([side_in, x])
-        x = _conv_block(x, filters[level - 1], batch_norm=batch_norm, name=f"enc{level}")
+        x = conv_block(x, filters[level - 1], batch_norm=batch_norm, name=f"enc{level}")
         skips.append(x)
         x = keras.layers.MaxPooling2D(2, name=f"enc{level}_pool")(x)
-    x = _conv_block(x, filters[4], batch_norm=batch_norm, name="bottleneck")
+    x = conv_block(x, filters[4], batch_norm=batch_norm, name="bottleneck")
 
     sides = {}
     for i, level in enumerate(reversed(range(1, 5))):
-        x = _up_block(x, skips[level - 1], filters[level - 1], batch_norm=batch_norm, name=f"dec{level}")
+        x = up_block(x, skips[level - 1], filters[level - 1], batch_norm=batch_norm, name=f"dec{level}")
         side_name = SIDE_OUTPUTS[i]
         logits = keras.layers.Conv2D(num_classes, 1, name=f"{side_name}_logits")(x)
         factor = 2 ** (level - 1)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import keras
 
 from .losses import heatmap_sse
-from .unet import _conv_block, _up_block, _validate_input_shape
+from .unet import conv_block, up_block, validate_input_shape
 
 __all__ = ["build_posenet", "posenet_loss"]
 
@@ -52,12 +52,12 @@ def _encoder_decoder(x, *, width, depth, name):
     channels = [min(width * 2**level, 16 * width) for level in range(depth + 1)]
     skips = []
     for level in range(depth):
-        x = _conv_block(x, channels[level], batch_norm=True, name=f"{name}_enc{level}")
+        x = conv_block(x, channels[level], batch_norm=True, name=f"{name}_enc{level}")
         skips.append(x)
         x = keras.layers.MaxPooling2D(2, name=f"{name}_enc{level}_pool")(x)
-    x = _conv_block(x, channels[depth], batch_norm=True, name=f"{name}_bottleneck")
+    x = conv_block(x, channels[depth], batch_norm=True, name=f"{name}_bottleneck")
     for level in reversed(range(depth)):
-        x = _up_block(x, skips[level], channels[level], batch_norm=True, name=f"{name}_dec{level}")
+        x = up_block(x, skips[level], channels[level], batch_norm=True, name=f"{name}_dec{level}")
     return x
 
 
@@ -118,7 +118,7 @@ def build_posenet(
     if not isinstance(downsample, int) or isinstance(downsample, bool) or downsample < 1:
         raise ValueError(f"{builder}: downsample must be a positive int. "
                          f"Received: downsample={downsample!r}")
-    input_shape = _validate_input_shape(input_shape, multiple=downsample * 2**depth,
+    input_shape = validate_input_shape(input_shape, multiple=downsample * 2**depth,
                                         builder=builder)
 
     inputs = keras.Input(shape=input_shape, name="image")

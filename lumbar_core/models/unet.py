@@ -21,10 +21,11 @@ import keras
 
 from .losses import WeightedCategoricalCrossentropy
 
-__all__ = ["build_unet", "unet_loss"]
+__all__ = ["build_unet", "unet_loss", "conv_block", "up_block", "validate_filters",
+           "validate_input_shape", "validate_num_classes"]
 
 
-def _conv_block(x, filters, *, batch_norm, name, n_convs=2):
+def conv_block(x, filters, *, batch_norm, name, n_convs=2):
     """Apply ``n_convs`` times conv(3x3, 'same') [-> BN] -> ReLU.
 
     With batch normalisation the convolutions carry no bias (BN's beta replaces it).
@@ -48,14 +49,14 @@ def _conv_block(x, filters, *, batch_norm, name, n_convs=2):
     return x
 
 
-def _up_block(x, skip, filters, *, batch_norm, name):
+def up_block(x, skip, filters, *, batch_norm, name):
     """2x2 transposed convolution (stride 2), concatenation with ``skip``, two convs."""
     x = keras.layers.Conv2DTranspose(filters, 2, strides=2, padding="same", name=f"{name}_upconv")(x)
     x = keras.layers.Concatenate(axis=-1, name=f"{name}_concat")([x, skip])
-    return _conv_block(x, filters, batch_norm=batch_norm, name=name)
+    return conv_block(x, filters, batch_norm=batch_norm, name=name)
 
 
-def _validate_input_shape(input_shape, *, multiple, builder):
+def validate_input_shape(input_shape, *, multiple, builder):
     """Check ``input_shape`` is (H, W, C) with H, W multiples of ``multiple``."""
     if (
         not isinstance(input_shape, Sequence)
@@ -77,7 +78,7 @@ def _validate_input_shape(input_shape, *, multiple, builder):
     return tuple(input_shape)
 
 
-def _validate_filters(filters, *, builder):
+def validate_filters(filters, *, builder):
     """Check ``filters`` is five positive ints (four encoder levels + bottleneck)."""
     if (
         not isinstance(filters, Sequence)
@@ -91,7 +92,7 @@ def _validate_filters(filters, *, builder):
     return tuple(filters)
 
 
-def _validate_num_classes(num_classes, *, builder):
+def validate_num_classes(num_classes, *, builder):
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
         raise ValueError(
             f"{builder}: num_classes must be an int >= 2 (background included). "
@@ -136,20 +137,20 @@ def build_unet(
         U-net and the M-net are used alike.
     """
     builder = "build_unet"
-    input_shape = _validate_input_shape(input_shape, multiple=16, builder=builder)
-    num_classes = _validate_num_classes(num_classes, builder=builder)
-    filters = _validate_filters(filters, builder=builder)
+    input_shape = validate_input_shape(input_shape, multiple=16, builder=builder)
+    num_classes = validate_num_classes(num_classes, builder=builder)
+    filters = validate_filters(filters, builder=builder)
 
     inputs = keras.Input(shape=input_shape, name="image")
     x = inputs
     skips = []
     for level in range(4):
-        x = _conv_block(x, filters[level], batch_norm=batch_norm, name=f"enc{level + 1}")
+        x = conv_block(x, filters[level], batch_norm=batch_norm, name=f"enc{level + 1}")
         skips.append(x)
         x = keras.layers.MaxPooling2D(2, name=f"enc{level + 1}_pool")(x)
-    x = _conv_block(x, filters[4], batch_norm=batch_norm, name="bottleneck")
+    x = conv_block(x, filters[4], batch_norm=batch_norm, name="bottleneck")
     for level in reversed(range(4)):
-        x = _up_block(x, skips[level], filters[level], batch_norm=batch_norm, name=f"dec{level + 1}")
+        x = up_block(x, skips[level], filters[level], batch_norm=batch_norm, name=f"dec{level + 1}")
     logits = keras.layers.Conv2D(num_classes, 1, name="fused_logits")(x)
     fused = keras.layers.Softmax(axis=-1, name="fused")(logits)
     return keras.Model(inputs, {"fused": fused}, name=name)
