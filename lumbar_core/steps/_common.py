@@ -18,6 +18,7 @@ __all__ = [
     "record",
     "status_of",
     "forward_exclusion",
+    "infer_shard",
     "image_id_of",
     "io_from_u16",
     "load_io",
@@ -73,6 +74,36 @@ def forward_exclusion(status: str, message: str, *, json_outputs=(), npz_outputs
     for path in npz_outputs:
         io.save_npz(path, **out)
     return out
+
+
+def infer_shard(model: StrPath, inputs, out_dir: StrPath, *, predict, geometry=None,
+                log) -> None:
+    """The loop of every inference rule: the model loaded once, one file per image.
+
+    Each input ``<image_id>.npz`` gives ``<out_dir>/<image_id>.npz``: the arrays and log
+    note returned by ``predict(net, data, grid)`` (``grid`` the image's
+    :class:`~lumbar_core.preprocess.Geometry` read from ``geometry``, the same order as
+    ``inputs``, or None without it), or the status of an image that cannot go on
+    (:func:`forward_exclusion`). Keras is imported here, after the job claimed its GPU.
+    """
+    from ..models import load_model
+
+    net = load_model(model)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    grids = geometry if geometry is not None else [None] * len(inputs)
+    for path, geometry_path in zip(inputs, grids, strict=True):
+        image_id = image_id_of(path)
+        target = out_dir / f"{image_id}.npz"
+        data = io.load_npz(path)
+        status, message = status_of(data)
+        if status != "ok":
+            forward_exclusion(status, message, npz_outputs=[target])
+            continue
+        grid = None if geometry_path is None else load_geometry(geometry_path)[0]
+        arrays, note = predict(net, data, grid)
+        io.save_npz(target, **arrays, **record("ok"))
+        print(f"{image_id}: {note}", file=log)
 
 
 def image_id_of(path: StrPath) -> str:

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
 from .. import LEVELS, io
 from ..localize import check_plausibility
 from ..localize import select_peaks as choose_peaks
-from ._common import StrPath, forward_exclusion, image_id_of, load_geometry, record, status_of
+from ._common import (
+    StrPath,
+    forward_exclusion,
+    infer_shard,
+    load_geometry,
+    status_of,
+)
 
 __all__ = ["pose_infer", "select_peaks"]
 
@@ -34,22 +39,14 @@ def pose_infer(*, model: StrPath, images: Sequence[StrPath], out_dir: StrPath,
     log : file, optional
         Where progress goes.
     """
-    from ..models import load_model, predict_heatmaps
+    from ..models import predict_heatmaps
 
-    net = load_model(model)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for path in images:
-        data = io.load_npz(path)
-        status, message = status_of(data)
-        target = out_dir / f"{image_id_of(path)}.npz"
-        if status != "ok":
-            forward_exclusion(status, message, npz_outputs=[target])
-            continue
+    def predict(net, data, _grid):
         y_l5, y_l15 = predict_heatmaps(net, data["i"].astype(np.float32)[None])
-        io.save_npz(target, y_l5=y_l5[0].astype(np.float16), y_l15=y_l15[0].astype(np.float16),
-                    **record("ok"))
-        print(f"{image_id_of(path)}: max yL1-5 {float(y_l15.max()):.3f}", file=log)
+        arrays = {"y_l5": y_l5[0].astype(np.float16), "y_l15": y_l15[0].astype(np.float16)}
+        return arrays, f"max yL1-5 {float(y_l15.max()):.3f}"
+
+    infer_shard(model, images, out_dir, predict=predict, log=log)
 
 
 def select_peaks(*, maps: StrPath, geometry: StrPath, out: StrPath, settings: dict,

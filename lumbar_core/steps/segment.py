@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -24,11 +23,9 @@ from ..crop import (
 from ._common import (
     StrPath,
     forward_exclusion,
-    image_id_of,
-    load_geometry,
+    infer_shard,
     load_io,
     record,
-    status_of,
 )
 
 __all__ = ["crop", "mnet_infer", "unet_infer", "mnet_whole_infer", "unet_whole_infer"]
@@ -64,31 +61,6 @@ def crop(*, io_image: StrPath, peaks: StrPath, out: StrPath, patch_size: int) ->
     return record("ok")
 
 
-def _infer_shard(model, inputs, geometry, out_dir, *, predict, log) -> None:
-    """The loop of every inference rule: the model loaded once, one file per image.
-
-    ``predict(net, data, grid)`` returns the image's arrays and a note for the log; an
-    excluded image's status is carried on instead (:func:`forward_exclusion`).
-    """
-    from ..models import load_model
-
-    net = load_model(model)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for path, geometry_path in zip(inputs, geometry):
-        image_id = image_id_of(path)
-        target = out_dir / f"{image_id}.npz"
-        data = io.load_npz(path)
-        status, message = status_of(data)
-        if status != "ok":
-            forward_exclusion(status, message, npz_outputs=[target])
-            continue
-        grid, _ = load_geometry(geometry_path)
-        arrays, note = predict(net, data, grid)
-        io.save_npz(target, **arrays, **record("ok"))
-        print(f"{image_id}: {note}", file=log)
-
-
 def _patch_infer(model, patches, geometry, out_dir, *, threshold, log) -> None:
     from ..models import predict_segmentation
 
@@ -98,7 +70,7 @@ def _patch_infer(model, patches, geometry, out_dir, *, threshold, log) -> None:
                                              threshold=threshold)
         return masks, f"{np.count_nonzero(masks['labels_io'])} px labelled in Io"
 
-    _infer_shard(model, patches, geometry, out_dir, predict=predict, log=log)
+    infer_shard(model, patches, out_dir, predict=predict, geometry=geometry, log=log)
 
 
 _PATCH_INFER_DOC = """Rule ``{rule}``: {network} on each patch of a shard, pasted back.
@@ -145,7 +117,7 @@ def _whole_infer(model, images, geometry, out_dir, *, log) -> None:
         probs = predict_segmentation(net, data["i"].astype(np.float32)[None])[0]
         return whole_probabilities_to_masks(probs, grid), "done"
 
-    _infer_shard(model, images, geometry, out_dir, predict=predict, log=log)
+    infer_shard(model, images, out_dir, predict=predict, geometry=geometry, log=log)
 
 
 _WHOLE_INFER_DOC = """Rule ``{rule}``: Table 2's "Original {network}", 6-class masks of a shard.
