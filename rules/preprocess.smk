@@ -1,13 +1,10 @@
 rule preprocess:
-    """Paper 2.1: Io = Gaussian(CLAHE(resize(input, 3072 x 1536))) with its geometry,
-    and I = Io resized to 512 x 256 (the Pose-net input) from the same array in memory.
-    """
+    """Paper 2.1: Io = Gaussian(CLAHE(resize(input, 3072 x 1536))), with its geometry."""
     input:
         image=image_of,
     output:
         io="results/preprocess/{image_id}.npz",
         geometry="results/preprocess/{image_id}.geometry.json",
-        i="results/resize/{image_id}.npz",
     log:
         "logs/preprocess/{image_id}.log",
     benchmark:
@@ -22,6 +19,26 @@ rule preprocess:
         spacing=spacing_of,
     script:
         "../workflow_scripts/preprocess.py"
+
+
+rule resize:
+    """Paper 2.1: I = Io resized to 512 x 256, the Pose-net input."""
+    input:
+        io="results/preprocess/{image_id}.npz",
+        geometry="results/preprocess/{image_id}.geometry.json",
+    output:
+        i="results/resize/{image_id}.npz",
+    log:
+        "logs/resize/{image_id}.log",
+    benchmark:
+        "results/benchmarks/resize/{image_id}.tsv"
+    conda:
+        "../envs/cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    script:
+        "../workflow_scripts/resize.py"
 
 
 rule ground_truth:
@@ -46,7 +63,7 @@ rule ground_truth:
 
 
 rule preprocess_all:
-    """Target: every image pre-processed (Io and I), with its ground truth."""
+    """Target: every image pre-processed and resized (Io and I), with its ground truth."""
     input:
         per_image("results/resize/{image_id}.npz", SAMPLES.index),
         per_image("results/ground_truth/{image_id}.json", ANNOTATED.index),

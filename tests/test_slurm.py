@@ -17,7 +17,7 @@ from slurm_cluster import slurm_cluster  # noqa: F401  (session fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "profiles" / "slurm"
-PER_IMAGE_RULES = {"preprocess", "ground_truth", "train_patches", "select_peaks",
+PER_IMAGE_RULES = {"preprocess", "resize", "ground_truth", "train_patches", "select_peaks",
                    "crop", "levelset_refine", "metrics", "morphometry"}
 MODEL_RULES = {"train_posenet", "train_mnet", "train_unet", "train_mnet_whole",
                "train_unet_whole", "pose_infer", "mnet_infer", "unet_infer",
@@ -151,7 +151,7 @@ def test_workflow_through_preprocessing_runs_grouped_on_slurm(slurm_cluster, tmp
         assert (workdir / "results/resize" / f"{image_id}.npz").stat().st_size > 0
         assert (workdir / "results/ground_truth" / f"{image_id}.json").exists()
     cluster_jobs = sorted(set(slurm_cluster.submitted_job_ids()) - before)
-    rule_jobs = 2 * len(ids)  # preprocess (Io and I) and ground_truth per image
+    rule_jobs = 3 * len(ids)  # preprocess (Io), resize (I) and ground_truth per image
     n_groups = math.ceil(len(ids) / _profile()["group-components"]["prepare"])
     print(f"\n{len(ids)} images, {rule_jobs} rule jobs -> {len(cluster_jobs)} SLURM "
           f"job(s) in {wall:.0f} s")

@@ -24,8 +24,7 @@ def full_run(reference_run):
 def test_dry_run_lists_every_rule_of_the_design(tiny_cohort, tmp_path):
     config = write_config(tmp_path, samples=str(tiny_cohort))
     out = run_snakemake(tmp_path, "-n", "all", configfile=config).stdout
-    # Paper 2.1's resize to I is written by rule preprocess (one job per image less).
-    for rule in ("preprocess", "ground_truth", "train_posenet", "pose_infer",
+    for rule in ("preprocess", "resize", "ground_truth", "train_posenet", "pose_infer",
                  "select_peaks", "crop", "train_mnet", "train_unet", "train_mnet_whole",
                  "train_unet_whole", "mnet_infer", "unet_infer", "mnet_whole_infer",
                  "unet_whole_infer", "levelset_refine", "metrics", "tables", "fig9", "fig10",
@@ -37,17 +36,25 @@ def test_dry_run_lists_every_rule_of_the_design(tiny_cohort, tmp_path):
     for rule in ("fig9", "fig10", "overlays", "fracture_figure", "figures"):
         assert f"rule {rule}:" in figures or f"\n{rule} " in figures, rule
     assert "rule tables:" not in figures and "\ntables " not in figures
+    # Every step of the design card is a rule of its own.
+    rules = run_snakemake(tmp_path, "--list-rules", configfile=config).stdout
+    listed = {line.split()[0] for line in rules.splitlines() if line and not line[0].isspace()}
+    assert {"preprocess", "resize", "figures", "all"} <= listed
 
 
 def test_preprocess_and_resize_outputs(full_run, tiny_cohort):
     from lumbar_core import io
+    from lumbar_core.preprocess import resize_to_i
 
     sheet = pd.read_csv(tiny_cohort, sep="\t")
     for image_id in sheet["image_id"]:
         io_npz = io.load_npz(full_run / "results/preprocess" / f"{image_id}.npz")
         i_npz = io.load_npz(full_run / "results/resize" / f"{image_id}.npz")
         assert io_npz["io"].shape == (3072, 1536) and io_npz["io"].dtype.name == "uint16"
-        assert i_npz["i"].shape == (512, 256)
+        assert i_npz["i"].shape == (512, 256) and i_npz["i"].dtype.name == "float16"
+        # Rule resize: I is the stored Io, scaled to [0, 1] and resized, bit for bit.
+        expected = resize_to_i(io_npz["io"].astype(np.float32) / 65535.0).astype(np.float16)
+        assert i_npz["i"].tobytes() == expected.tobytes()
         geometry = io.read_json(full_run / "results/preprocess" / f"{image_id}.geometry.json")
         assert geometry["status"] == "ok" and len(geometry["geometry"]["input_shape"]) == 2
 

@@ -1,4 +1,4 @@
-"""Rule preprocess: Io (CLAHE + Gaussian at 3072 x 1536), the geometry JSON and I (512 x 256)."""
+"""Rule preprocess: Io (CLAHE + Gaussian at 3072 x 1536) and the geometry JSON."""
 
 import sys
 
@@ -10,7 +10,6 @@ record = preprocess.preprocess(
     image=snakemake.input.image,
     out_io=snakemake.output.io,
     out_geometry=snakemake.output.geometry,
-    out_i=snakemake.output.i,
     image_id=snakemake.wildcards.image_id,
     settings=snakemake.params.settings,
     spacing=snakemake.params.spacing,

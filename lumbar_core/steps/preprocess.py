@@ -1,4 +1,5 @@
-"""Rules of ``rules/preprocess.smk``: paper 2.1 (``Io``, ``I``) and the ground truth."""
+"""Rules of ``rules/preprocess.smk``: paper 2.1 (``preprocess``: ``Io``; ``resize``:
+``I``) and the ground truth."""
 
 from __future__ import annotations
 
@@ -8,30 +9,35 @@ from .. import LEVELS, io
 from ..crop import outlines_to_labels
 from ..localize import l5_height
 from ..preprocess import Geometry, preprocess_image, resize_to_i
-from ._common import U16, StrPath, forward_exclusion, io_from_u16, load_geometry, record
+from ._common import (
+    U16,
+    StrPath,
+    forward_exclusion,
+    io_from_u16,
+    load_geometry,
+    record,
+    status_of,
+)
 
-__all__ = ["preprocess", "ground_truth"]
+__all__ = ["preprocess", "resize", "ground_truth"]
 
 
-def preprocess(*, image: StrPath, out_io: StrPath, out_geometry: StrPath,
-               out_i: StrPath | None = None, image_id: str, settings: dict,
-               spacing: float | None = None) -> dict:
-    """Rule ``preprocess``: ``Io`` as uint16 npz, the geometry JSON and ``I``.
+def preprocess(*, image: StrPath, out_io: StrPath, out_geometry: StrPath, image_id: str,
+               settings: dict, spacing: float | None = None,
+               out_i: StrPath | None = None) -> dict:
+    """Rule ``preprocess``: ``Io`` as uint16 npz and the geometry JSON.
 
-    ``I`` (512 x 256, float16, written to ``out_i`` when given) is ``Io`` as stored,
-    i.e. after its uint16 rounding, resized: the same array a separate job reading
-    ``out_io`` back would make, without a second process and a second decompression
-    of the largest file of the workflow. A per-image problem (unreadable, truncated,
-    too small, no contrast) is recorded as ``excluded`` with its message in every
-    output instead of raised.
+    A per-image problem (unreadable, truncated, too small, no contrast) is recorded as
+    ``excluded`` with its message in every output instead of raised; rule ``resize``
+    carries it on.
 
     Parameters
     ----------
     image : path
         The input image (PNG, TIFF, JPEG or DICOM).
-    out_io, out_geometry, out_i : path
-        Output npz of ``Io`` (key ``io``, uint16), the geometry JSON and the npz of ``I``
-        (key ``i``, float16; not written when None).
+    out_io, out_geometry : path
+        Output npz of ``Io`` (key ``io``, uint16: ``round(Io * 65535)``) and the
+        geometry JSON.
     image_id : str
         The image's id, recorded in the geometry JSON.
     settings : dict
@@ -39,6 +45,10 @@ def preprocess(*, image: StrPath, out_io: StrPath, out_geometry: StrPath,
         ``preprocess`` section).
     spacing : float, optional
         Pixel spacing in mm from the sample sheet; wins over the file's own. Default None.
+    out_i : path, optional
+        Also write ``I`` here, the array rule ``resize`` makes from ``out_io`` (for a
+        loop over the steps in one process, which saves reading ``Io`` back; the
+        workflow writes ``I`` in rule ``resize``). Default None: not written.
 
     Returns
     -------
@@ -55,14 +65,15 @@ def preprocess(*, image: StrPath, out_io: StrPath, out_geometry: StrPath,
         io.save_npz(out_io, io=np.zeros((0, 0), np.uint16), **out)
         io.write_json(out_geometry, {**geometry, **out})
         if out_i is not None:
-            io.save_npz(out_i, i=np.zeros((0, 0), np.float16), **out)
+            forward_exclusion(out["status"], out["message"], npz_outputs=[out_i])
         return out
     row_mm = props.get("pixel_spacing_mm")
     if spacing is not None:
         row_mm = (float(spacing), float(spacing))
+    grid = Geometry(raw.shape)
     geometry.update(
         record("ok"),
-        geometry=Geometry(raw.shape).to_dict(),
+        geometry=grid.to_dict(),
         pixel_spacing_mm=list(row_mm) if row_mm is not None else None,
         format=props.get("format"),
         bit_depth=props.get("bit_depth"),
@@ -71,8 +82,59 @@ def preprocess(*, image: StrPath, out_io: StrPath, out_geometry: StrPath,
     io.save_npz(out_io, io=stored, **record("ok"))
     io.write_json(out_geometry, geometry)
     if out_i is not None:
-        io.save_npz(out_i, i=resize_to_i(io_from_u16(stored)).astype(np.float16), **record("ok"))
+        io.save_npz(out_i, i=_i_from_stored(stored, grid), **record("ok"))
     return record("ok")
+
+
+def resize(*, io_image: StrPath, geometry: StrPath, out: StrPath) -> dict:
+    """Rule ``resize``: ``I`` (512 x 256, the Pose-net input) from the stored ``Io``.
+
+    ``I`` is the uint16 ``Io`` as rule ``preprocess`` stored it, scaled to ``[0, 1]``
+    and fitted into the ``I`` grid of the image's geometry
+    (:func:`lumbar_core.preprocess.resize_to_i`), kept as float16. The stored ``Io`` is
+    all that ``I`` depends on: reading it back from its npz (lossless) gives ``I``
+    bit for bit as when one job wrote both. An image that rule ``preprocess`` excluded
+    is carried on with its status and message (:func:`._common.forward_exclusion`).
+
+    Parameters
+    ----------
+    io_image : path
+        The image's ``Io`` npz (rule ``preprocess``).
+    geometry : path
+        The image's geometry JSON (rule ``preprocess``): its status, and the ``Io`` and
+        ``I`` shapes.
+    out : path
+        Output npz: ``i``, (512, 256) float16 in ``[0, 1]``, with the status record.
+
+    Returns
+    -------
+    dict
+        The status record.
+
+    Raises
+    ------
+    ValueError
+        If the stored ``Io`` does not have the shape its geometry records.
+    """
+    grid, geometry_record = load_geometry(geometry)
+    if grid is None:
+        return forward_exclusion(geometry_record.get("status", "excluded"),
+                                 geometry_record.get("message", ""), npz_outputs=[out])
+    data = io.load_npz(io_image)
+    status, message = status_of(data)
+    if status != "ok":
+        return forward_exclusion(status, message, npz_outputs=[out])
+    stored = data["io"]
+    if stored.shape != grid.io_shape:
+        raise ValueError(f"{io_image}: Io has shape {stored.shape}; its geometry "
+                         f"{geometry} records {grid.io_shape}")
+    io.save_npz(out, i=_i_from_stored(stored, grid), **record("ok"))
+    return record("ok")
+
+
+def _i_from_stored(stored: np.ndarray, grid: Geometry) -> np.ndarray:
+    """``I`` (float16) from the stored uint16 ``Io``: the one computation of ``I``."""
+    return resize_to_i(io_from_u16(stored), i_shape=grid.i_shape).astype(np.float16)
 
 
 def ground_truth(*, annotation: StrPath, geometry: StrPath, out_points: StrPath,
