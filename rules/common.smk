@@ -92,6 +92,13 @@ def spacing_of(wildcards):
     return SPACING[wildcards.image_id]
 
 
+def intermediate(path):
+    """An array file the tables and figures do not need once the run is done: temp()
+    (deleted as soon as no job of the run needs it) unless keep_intermediates is true.
+    docs/storage.md lists them and what a rerun then recomputes."""
+    return path if config["keep_intermediates"] else temp(path)
+
+
 def per_image(pattern, ids):
     return [pattern.format(image_id=i) for i in ids]
 

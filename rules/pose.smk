@@ -4,7 +4,7 @@ rule pose_infer:
         model=model_path("posenet", "model", "posenet"),
         images=shard_images("posenet", "results/resize/{image_id}.npz"),
     output:
-        maps=directory("results/pose_infer/{shard}"),
+        maps=intermediate(directory("results/pose_infer/{shard}")),
     log:
         "logs/pose_infer/{shard}.log",
     benchmark:

@@ -3,7 +3,7 @@ rule preprocess:
     input:
         image=image_of,
     output:
-        io="results/preprocess/{image_id}.npz",
+        io=intermediate("results/preprocess/{image_id}.npz"),
         geometry="results/preprocess/{image_id}.geometry.json",
     log:
         "logs/preprocess/{image_id}.log",
@@ -27,7 +27,7 @@ rule resize:
         io="results/preprocess/{image_id}.npz",
         geometry="results/preprocess/{image_id}.geometry.json",
     output:
-        i="results/resize/{image_id}.npz",
+        i=intermediate("results/resize/{image_id}.npz"),
     log:
         "logs/resize/{image_id}.log",
     benchmark:

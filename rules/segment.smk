@@ -4,7 +4,7 @@ rule crop:
         io="results/preprocess/{image_id}.npz",
         peaks="results/select_peaks/{image_id}.json",
     output:
-        patches="results/crop/{image_id}.npz",
+        patches=intermediate("results/crop/{image_id}.npz"),
     log:
         "logs/crop/{image_id}.log",
     benchmark:
@@ -29,7 +29,7 @@ rule mnet_infer:
             "segmentation", "results/preprocess/{image_id}.geometry.json"
         ),
     output:
-        masks=directory("results/mnet_infer/{shard}"),
+        masks=intermediate(directory("results/mnet_infer/{shard}")),
     log:
         "logs/mnet_infer/{shard}.log",
     benchmark:
@@ -55,7 +55,7 @@ rule unet_infer:
             "segmentation", "results/preprocess/{image_id}.geometry.json"
         ),
     output:
-        masks=directory("results/unet_infer/{shard}"),
+        masks=intermediate(directory("results/unet_infer/{shard}")),
     log:
         "logs/unet_infer/{shard}.log",
     benchmark:
@@ -81,7 +81,7 @@ rule mnet_whole_infer:
             "whole_image", "results/preprocess/{image_id}.geometry.json"
         ),
     output:
-        masks=directory("results/mnet_whole_infer/{shard}"),
+        masks=intermediate(directory("results/mnet_whole_infer/{shard}")),
     log:
         "logs/mnet_whole_infer/{shard}.log",
     benchmark:
@@ -105,7 +105,7 @@ rule unet_whole_infer:
             "whole_image", "results/preprocess/{image_id}.geometry.json"
         ),
     output:
-        masks=directory("results/unet_whole_infer/{shard}"),
+        masks=intermediate(directory("results/unet_whole_infer/{shard}")),
     log:
         "logs/unet_whole_infer/{shard}.log",
     benchmark:

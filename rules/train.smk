@@ -37,7 +37,7 @@ rule train_patches:
         points="results/ground_truth/{image_id}.json",
         masks="results/ground_truth/{image_id}.npz",
     output:
-        patches="results/train_patches/{image_id}.npz",
+        patches=intermediate("results/train_patches/{image_id}.npz"),
     log:
         "logs/train_patches/{image_id}.log",
     benchmark:

@@ -105,12 +105,20 @@ def test_table1_fig10_fig9_overlays_and_report(full_run):
     assert run_all["n_implausible"] == len(implausible & set(_test_ids(full_run)))
 
 
+#: Folders under results/ of the arrays keep_intermediates: false deletes (Io aside).
+INTERMEDIATES = ("resize", "pose_infer", "crop", "mnet_infer", "unet_infer",
+                 "mnet_whole_infer", "unet_whole_infer", "train_patches")
+
+
 def _test_ids(run):
     return [p.name.split(".")[0] for p in (run / "results/metrics").glob("*.localization.tsv")]
 
 
 def test_inference_only_and_mixed_sheets(reference_run, tiny_cohort, tmp_path):
-    """Unlabelled images get centres, masks, heights and grades; only annotated ones metrics."""
+    """Unlabelled images get centres, masks, heights and grades; only annotated ones metrics.
+
+    The run keeps no intermediates (keep_intermediates: false): no Io, I, maps, crops or
+    network masks are left after it, and a second `all` has nothing to do."""
     sheet = pd.read_csv(tiny_cohort, sep="\t", dtype=str, keep_default_na=False)
     test = sheet[sheet["split"] == "test"].copy()
     base = Path(tiny_cohort).parent
@@ -128,6 +136,7 @@ def test_inference_only_and_mixed_sheets(reference_run, tiny_cohort, tmp_path):
                       "unet_model": str(models / "unet.keras")},
         whole_image={"mnet_model": str(models / "mnet_whole.keras"),
                      "unet_model": str(models / "unet_whole.keras")},
+        keep_intermediates=False,
     )
     dry = run_snakemake(tmp_path, "-n", "all", configfile=config).stdout
     assert "rule train_posenet:" not in dry and "rule train_mnet:" not in dry
@@ -157,6 +166,21 @@ def test_inference_only_and_mixed_sheets(reference_run, tiny_cohort, tmp_path):
     ours = t2[(t2["source"] == "this run") & (t2["stratum"] == "all")]
     assert (ours["n_images"] == len(annotated)).all()
     assert list((tmp_path / "results/figures/overlays").glob("*.png"))
+    # keep_intermediates: false. What the tables need of each image is kept; the arrays
+    # only the next step read are gone, Io first of all.
+    results = tmp_path / "results"
+    ids = sorted(test["image_id"])
+    assert sorted(p.name for p in (results / "preprocess").iterdir()) == sorted(
+        f"{i}.geometry.json" for i in ids)
+    for folder in INTERMEDIATES:
+        assert not [p for p in (results / folder).rglob("*") if p.is_file()], folder
+    for folder, ext in (("select_peaks", "json"), ("levelset_refine", "npz"),
+                        ("morphometry", "tsv")):
+        assert sorted(p.name for p in (results / folder).iterdir()) == sorted(
+            f"{i}.{ext}" for i in ids), folder
+    # Nothing is recomputed for the deleted arrays: a second `all` has nothing to do.
+    again = run_snakemake(tmp_path, "-n", "all", configfile=config, timeout=300)
+    assert "Nothing to be done" in again.stdout + again.stderr, again.stdout[-3000:]
 
 
 def test_levelset_tuned_per_network_after_paste_back(full_run):
