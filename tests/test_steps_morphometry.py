@@ -2,17 +2,21 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from lumbar_core import io
 from lumbar_core.steps.morphometry import fracture_figure
 
 
-def test_fracture_figure_of_a_cohort_with_no_graded_vertebra(tmp_path):
+@pytest.mark.parametrize("grades", [{"grade": [np.nan, np.nan]}, {}],
+                         ids=["grade-column-empty", "no-grade-column"])
+def test_fracture_figure_of_a_cohort_with_no_graded_vertebra(tmp_path, grades):
     # Every detection failed or was implausible: the morphometry table has its status
-    # columns but no heights, and the figure is drawn empty instead of failing the run.
+    # columns but no heights (an unannotated cohort: not even a grade column), and the
+    # figure is drawn empty instead of failing the run.
     table = tmp_path / "morphometry.tsv"
     io.write_table(table, pd.DataFrame({"image_id": ["a", "a"], "source": ["PN+MNet+LS"] * 2,
                                         "level": ["L1", "L2"], "status": ["implausible"] * 2,
-                                        "grade": [np.nan, np.nan]}))
+                                        "message": ["tilt"] * 2, **grades}))
     assert fracture_figure(rows=table, inputs={}, out_stem=tmp_path / "fracture_examples") == []
     assert (tmp_path / "fracture_examples.png").exists()

@@ -144,7 +144,10 @@ def fracture_figure(*, rows: StrPath, inputs: Mapping[str, Mapping[str, StrPath]
     from ..preprocess import normalise_intensity
 
     table = io.read_table(rows, dtype={"image_id": str})
-    chosen = choose_fracture_rows(table[table["source"] == "PN+MNet+LS"], n)
+    ours = table[table["source"] == "PN+MNet+LS"]
+    # No vertebra of the cohort measured (every detection failed or implausible, none
+    # annotated): the table has its status columns only, and the figure says so.
+    chosen = choose_fracture_rows(ours, n) if "grade" in ours else ours.iloc[:0]
     examples = []
     for _, row in chosen.iterrows():
         paths = inputs[row["image_id"]]
