@@ -140,9 +140,12 @@ MODEL_ENV = "../envs/gpu.yaml" if config["device"] == "gpu" else "../envs/cpu.ya
 export_device(config["device"])
 
 # Threads: model jobs size TensorFlow's pool to their `threads`
-# (lumbar_core.workflow.environment.limit_framework_threads). Training declares 2; inference and
-# tune_levelset declare 1, since most of such a job is Keras start-up, file I/O and pasting
-# masks back, all on one core, and the other cores go on with the per-image jobs.
+# (lumbar_core.workflow.environment.limit_framework_threads). Inference and tune_levelset
+# declare 1, since most of such a job is Keras start-up, file I/O and pasting masks back,
+# all on one core, and the other cores go on with the per-image jobs. A training declares
+# half the cores, at most 2, so that two trainings run side by side: the small networks
+# scale poorly with threads (docs/benchmarks.md, "Threads and the scheduler").
+TRAIN_THREADS = max(1, min(2, workflow.cores // 2))
 
 
 def morphometry_inputs(wildcards):

@@ -17,7 +17,7 @@ rule train_posenet:
         "results/benchmarks/train_posenet.tsv"
     conda:
         MODEL_ENV
-    threads: 2
+    threads: TRAIN_THREADS
     resources:
         mem_mb=8000,
         gpu=1,
@@ -68,7 +68,7 @@ rule train_mnet:
         "results/benchmarks/train_mnet.tsv"
     conda:
         MODEL_ENV
-    threads: 2
+    threads: TRAIN_THREADS
     resources:
         mem_mb=8000,
         gpu=1,
@@ -96,7 +96,7 @@ rule train_unet:
         "results/benchmarks/train_unet.tsv"
     conda:
         MODEL_ENV
-    threads: 2
+    threads: TRAIN_THREADS
     resources:
         mem_mb=8000,
         gpu=1,
@@ -125,7 +125,7 @@ rule train_mnet_whole:
         "results/benchmarks/train_mnet_whole.tsv"
     conda:
         MODEL_ENV
-    threads: 2
+    threads: TRAIN_THREADS
     resources:
         mem_mb=8000,
         gpu=1,
@@ -154,7 +154,7 @@ rule train_unet_whole:
         "results/benchmarks/train_unet_whole.tsv"
     conda:
         MODEL_ENV
-    threads: 2
+    threads: TRAIN_THREADS
     resources:
         mem_mb=8000,
         gpu=1,
