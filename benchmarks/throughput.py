@@ -1,8 +1,9 @@
 """Throughput of the inference part of the workflow: Snakemake jobs against one loop.
 
 The same N test images go through the per-image inference chain up to the level set
-(paper 2.1-2.4: ``preprocess`` (``Io`` and ``I``), ``pose_infer``, ``select_peaks``, ``crop``,
-``mnet_infer``, ``unet_infer``, ``tune_levelset``, ``levelset_refine``) two ways:
+(paper 2.1-2.4: ``preprocess`` (``Io``), ``resize`` (``I``), ``pose_infer``,
+``select_peaks``, ``crop``, ``mnet_infer``, ``unet_infer``, ``tune_levelset``,
+``levelset_refine``) two ways:
 
 1. Snakemake on the repository's Snakefile, target
    ``results/levelset_refine/{image_id}.npz`` for every image, ``--cores C``, with the
@@ -67,7 +68,7 @@ _MODEL_KEYS = {
     "unet": ("segmentation", "unet_model"),
 }
 #: The rules up to the level set, in workflow order (the loop times the same stages).
-_STAGES = ["preprocess", "pose_infer", "select_peaks", "crop", "mnet_infer",
+_STAGES = ["preprocess", "resize", "pose_infer", "select_peaks", "crop", "mnet_infer",
            "unet_infer", "tune_levelset", "levelset_refine"]
 
 
@@ -212,13 +213,16 @@ def run_loop(workdir, sheet, config, models):
             spacing = samples.loc[i, "pixel_spacing_mm"]
             preprocess_step.preprocess(
                 image=samples.loc[i, "image"], out_io=path("preprocess", i),
-                out_geometry=path("preprocess", i, ".geometry.json"), out_i=path("resize", i),
-                image_id=i, settings=config["preprocess"],
+                out_geometry=path("preprocess", i, ".geometry.json"), image_id=i,
+                settings=config["preprocess"],
                 spacing=None if math.isnan(spacing) else float(spacing))
 
     geometries = [path("preprocess", i, ".geometry.json") for i in ids]
     crops = [path("crop", i) for i in ids]
     timed("preprocess", preprocess)
+    timed("resize", lambda: [preprocess_step.resize(
+        io_image=path("preprocess", i), geometry=path("preprocess", i, ".geometry.json"),
+        out=path("resize", i)) for i in ids])
     timed("pose_infer", lambda: pose.pose_infer(
         model=models["posenet"], images=[path("resize", i) for i in ids],
         out_dir=out / "pose_infer" / "all", log=log))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from lumbar_core import io, phantom_io
-from lumbar_core.preprocess import Geometry
+from lumbar_core.preprocess import Geometry, preprocess_image, resize_to_i
 from lumbar_core.steps.preprocess import preprocess, resize
 
 #: A tiny grid: Io 12 x 6, I 4 x 2 (a factor-3 shrink, as 3072 x 1536 -> 512 x 256 is 6).
@@ -69,19 +69,21 @@ def test_resize_refuses_an_io_that_does_not_match_its_geometry(tmp_path):
         resize(**inputs, out=tmp_path / "i.npz")
 
 
-def test_resize_from_the_file_equals_i_written_beside_io_bit_for_bit(tmp_path):
+def test_resize_gives_i_of_the_stored_io_bit_for_bit(tmp_path):
+    """I is the pre-processed film as preprocess stored it (uint16), fitted into the I grid."""
     rng = np.random.default_rng(0)
     film = np.clip(rng.normal(2000, 300, (300, 150)), 0, 65535).astype(np.uint16)
     film[100:200, 50:100] += 1500
     phantom_io.write_png16(tmp_path / "film.png", film)
     outputs = {"out_io": tmp_path / "film.npz", "out_geometry": tmp_path / "film.geometry.json"}
-    preprocess(image=tmp_path / "film.png", **outputs, out_i=tmp_path / "beside.npz",
-               image_id="film", settings=SETTINGS)
+    preprocess(image=tmp_path / "film.png", **outputs, image_id="film", settings=SETTINGS)
 
     resize(io_image=outputs["out_io"], geometry=outputs["out_geometry"],
            out=tmp_path / "resized.npz")
 
-    beside = io.load_npz(tmp_path / "beside.npz")["i"]
+    raw = io.read_image(tmp_path / "film.png")[0]
+    stored = np.round(preprocess_image(raw, **SETTINGS) * 65535).astype(np.uint16)
+    expected = resize_to_i(stored.astype(np.float32) / 65535).astype(np.float16)
     resized = io.load_npz(tmp_path / "resized.npz")["i"]
     assert resized.shape == (512, 256) and resized.dtype == np.float16
-    assert resized.tobytes() == beside.tobytes()
+    assert resized.tobytes() == expected.tobytes()

@@ -23,8 +23,7 @@ __all__ = ["preprocess", "resize", "ground_truth"]
 
 
 def preprocess(*, image: StrPath, out_io: StrPath, out_geometry: StrPath, image_id: str,
-               settings: dict, spacing: float | None = None,
-               out_i: StrPath | None = None) -> dict:
+               settings: dict, spacing: float | None = None) -> dict:
     """Rule ``preprocess``: ``Io`` as uint16 npz and the geometry JSON.
 
     A per-image problem (unreadable, truncated, too small, no contrast) is recorded as
@@ -45,10 +44,6 @@ def preprocess(*, image: StrPath, out_io: StrPath, out_geometry: StrPath, image_
         ``preprocess`` section).
     spacing : float, optional
         Pixel spacing in mm from the sample sheet; wins over the file's own. Default None.
-    out_i : path, optional
-        Also write ``I`` here, the array rule ``resize`` makes from ``out_io`` (for a
-        loop over the steps in one process, which saves reading ``Io`` back; the
-        workflow writes ``I`` in rule ``resize``). Default None: not written.
 
     Returns
     -------
@@ -64,8 +59,6 @@ def preprocess(*, image: StrPath, out_io: StrPath, out_geometry: StrPath, image_
         out = record("excluded", str(err))
         io.save_npz(out_io, io=np.zeros((0, 0), np.uint16), **out)
         io.write_json(out_geometry, {**geometry, **out})
-        if out_i is not None:
-            forward_exclusion(out["status"], out["message"], npz_outputs=[out_i])
         return out
     row_mm = props.get("pixel_spacing_mm")
     if spacing is not None:
@@ -81,8 +74,6 @@ def preprocess(*, image: StrPath, out_io: StrPath, out_geometry: StrPath, image_
     stored = np.round(result * U16).astype(np.uint16)
     io.save_npz(out_io, io=stored, **record("ok"))
     io.write_json(out_geometry, geometry)
-    if out_i is not None:
-        io.save_npz(out_i, i=_i_from_stored(stored, grid), **record("ok"))
     return record("ok")
 
 
