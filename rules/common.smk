@@ -56,6 +56,8 @@ VAL_IDS = sorted(ANNOTATED.index[ANNOTATED["split"] == "val"])
 PRED_IDS = sorted(SAMPLES.index[SAMPLES["split"].isin(config["predict_splits"])])
 EVAL_IDS = sorted(set(PRED_IDS) & set(ANNOTATED.index))
 # Inference runs on shards (one model load per shard); each block has its own shard size.
+# The cuts depend on the ids alone (make_shards), so an image added to the sheet reruns
+# only the shard it falls into; a shard is named by its first image id.
 SHARDS = {
     block: make_shards(PRED_IDS, config[block]["shard_size"])
     for block in ("posenet", "segmentation", "whole_image")
@@ -68,7 +70,7 @@ SHARD_OF = {
 
 wildcard_constraints:
     image_id="[A-Za-z0-9_-]+",
-    shard="[0-9]{4}",
+    shard="[A-Za-z0-9_-]+",
 
 
 # Plain dicts: input functions run once per job, and a DataFrame lookup per call adds up

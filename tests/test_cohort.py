@@ -59,9 +59,42 @@ def test_missing_and_unknown_columns(cohort):
         load_sample_sheet(path)
 
 
-def test_shards_are_sorted_and_complete():
-    shards = make_shards([f"i{k:02d}" for k in range(10, 0, -1)], 4)
-    assert list(shards) == ["0000", "0001", "0002"]
-    assert sum(shards.values(), []) == sorted(f"i{k:02d}" for k in range(1, 11))
+def test_shards_are_sorted_complete_and_keyed_by_their_first_id():
+    ids = [f"i{k:03d}" for k in range(300, 0, -1)]
+    shards = make_shards(ids, 8)
+    assert sum(shards.values(), []) == sorted(ids)
+    assert all(key == members[0] for key, members in shards.items())
+    assert 300 / 8 / 2 < len(shards) < 300 / 8 * 2
+    assert list(make_shards(ids[:5], 1).values()) == [[i] for i in sorted(ids[:5])]
     with pytest.raises(ValueError):
         make_shards(["a"], 0)
+
+
+def _changed(before, after):
+    """Shards of ``before`` that ``after`` does not hold unchanged."""
+    kept = {tuple(members) for members in after.values()}
+    return [key for key, members in before.items() if tuple(members) not in kept]
+
+
+def test_adding_or_removing_an_image_changes_only_its_own_shard():
+    """Sharded jobs rerun when their list of images changes: a new or removed id must
+    leave every other shard as it was (a cut at a fixed position would shift them all)."""
+    ids = [f"case{k:05d}" for k in range(0, 2000, 2)]
+    before = make_shards(ids, 16)
+    for k in range(1, 2000, 50):  # new ids between the existing ones, all along the sheet
+        new_id = f"case{k:05d}"
+        after = make_shards(ids + [new_id], 16)
+        home = [key for key, members in after.items() if new_id in members]
+        changed = _changed(before, after)
+        assert len(changed) == 1, (new_id, changed)
+        # The shard it fell into gained it, or was split in two at it.
+        old = before[changed[0]]
+        new = sorted(sum((after[key] for key in (changed[0], *home) if key in after), []))
+        assert sorted(set(new)) == sorted(old + [new_id])
+    keys = list(before)
+    cut_ids = keys[1:4]  # removing a cut merges its shard into the one before
+    for removed in ids[::97] + cut_ids:
+        after = make_shards([i for i in ids if i != removed], 16)
+        own = next(key for key, members in before.items() if removed in members)
+        expected = [keys[keys.index(own) - 1], own] if removed in cut_ids else [own]
+        assert _changed(before, after) == expected, removed

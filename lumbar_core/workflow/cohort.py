@@ -8,6 +8,7 @@ a level missing) are per-image and are recorded by the rules instead.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -126,14 +127,40 @@ def load_sample_sheet(path, *, schema=SCHEMA, check_files: bool = True) -> pd.Da
 
 
 def make_shards(image_ids, shard_size: int) -> dict[str, list[str]]:
-    """Split image ids (sorted) into shards of ``shard_size``; keys ``"0000"``, ``"0001"``...
+    """Split image ids into shards of about ``shard_size`` that stay put as a sheet grows.
+
+    The ids are sorted and a new shard starts at every id whose BLAKE2b hash is a
+    multiple of ``shard_size`` (and at the first id): the cuts depend on the ids alone,
+    not on their positions. Adding an id to a sheet therefore changes only the shard it
+    falls into (or splits that shard in two, when the new id is itself a cut), and removing
+    one changes only its own shard (or merges it into the one before, when the id was a
+    cut), so the sharded jobs of every other shard keep their outputs; cuts every ``shard_size`` positions would shift every later shard and rerun
+    its jobs. A shard's key is its first id. Shards hold ``shard_size`` ids on average
+    and vary as waiting times do (100,000 ids in shards of 64: 1,632 shards of 1 to 393
+    ids); ``shard_size`` 1 gives one id a shard.
 
     Examples
     --------
-    >>> make_shards(["c", "a", "b"], 2)
-    {'0000': ['a', 'b'], '0001': ['c']}
+    >>> make_shards(["c", "a", "b"], 1)
+    {'a': ['a'], 'b': ['b'], 'c': ['c']}
+    >>> shards = make_shards([f"img{k:03d}" for k in range(200)], 16)
+    >>> sorted(sum(shards.values(), [])) == [f"img{k:03d}" for k in range(200)]
+    True
+    >>> all(key == ids[0] for key, ids in shards.items())
+    True
     """
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1; got {shard_size}")
-    ids = sorted(image_ids)
-    return {f"{k // shard_size:04d}": ids[k:k + shard_size] for k in range(0, len(ids), shard_size)}
+    shards: dict[str, list[str]] = {}
+    current: list[str] = []
+    for image_id in sorted(image_ids):
+        if not current or _cuts(image_id, shard_size):
+            current = shards.setdefault(image_id, [])
+        current.append(image_id)
+    return shards
+
+
+def _cuts(image_id: str, shard_size: int) -> bool:
+    """Whether a new shard starts at ``image_id`` (a stable hash, not Python's ``hash``)."""
+    digest = hashlib.blake2b(image_id.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % shard_size == 0
