@@ -57,7 +57,8 @@ def overlays(*, segmentation: Sequence[StrPath], inputs: Mapping[str, Mapping[st
 
     With evaluated images (``segmentation`` not empty) the best, worst and median images
     by PN+MNet+LS Dice come first (:func:`lumbar_core.plots.choose_overlay_images`);
-    without ground truth (inference only) the first ``n`` images are drawn.
+    without ground truth (inference only) the first ``n`` images whose film could be read
+    (not excluded) are drawn.
 
     Parameters
     ----------
@@ -90,7 +91,10 @@ def overlays(*, segmentation: Sequence[StrPath], inputs: Mapping[str, Mapping[st
         dice = dict(zip(ours["image_id"], ours["dice"]))
         chosen = choose_overlay_images(dice, n)
     else:
-        chosen = sorted(inputs)[:n]
+        # The first n films that could be read: an excluded one has nothing to draw on.
+        readable = [i for i in sorted(inputs)
+                    if io.read_json(inputs[i]["peaks"]).get("status") != "excluded"]
+        chosen = readable[:n]
     for rank, image_id in enumerate(chosen):
         paths = inputs[image_id]
         raw, _ = io.read_image(paths["image"])
