@@ -23,6 +23,7 @@ include: "rules/levelset.smk"
 include: "rules/evaluate.smk"
 include: "rules/morphometry.smk"
 include: "rules/report.smk"
+include: "rules/shards.smk"
 
 
 # Cohort-level summaries are light: on a cluster they run where Snakemake runs.

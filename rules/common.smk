@@ -1,7 +1,9 @@
+import re
 import sys
 from pathlib import Path
 
 import pandas as pd
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 # The library lives beside this workflow; make it importable here and by every job, also
@@ -68,9 +70,35 @@ SHARD_OF = {
 }
 
 
+#: Per-image steps (rules/shards.smk): one job per image, or one per shard of images.
+SHARD_JOBS = config["per_image_steps"]["jobs"] == "shard"
+#: The images each per-image rule runs on; in shard mode they are cut into its shards.
+STEP_IDS = {
+    "preprocess": list(SAMPLES.index),
+    "resize": list(SAMPLES.index),
+    "ground_truth": list(ANNOTATED.index),
+    "train_patches": TRAIN_IDS + VAL_IDS,
+    "select_peaks": PRED_IDS,
+    "crop": PRED_IDS,
+    "levelset_refine": PRED_IDS,
+    "metrics": EVAL_IDS,
+    "morphometry": PRED_IDS,
+    "image_overlay": PRED_IDS,
+}
+STEP_SHARDS = {
+    step: make_shards(ids, config["per_image_steps"]["shard_size"])
+    for step, ids in STEP_IDS.items()
+}
+STEP_SHARD_OF = {
+    step: {i: s for s, ids in shards.items() for i in ids}
+    for step, shards in STEP_SHARDS.items()
+}
+
+
 wildcard_constraints:
     image_id="[A-Za-z0-9_-]+",
     shard="[A-Za-z0-9_-]+",
+    part="[A-Za-z0-9_-]+",
 
 
 # Plain dicts: input functions run once per job, and a DataFrame lookup per call adds up
@@ -105,9 +133,83 @@ def per_image(pattern, ids):
     return [pattern.format(image_id=i) for i in ids]
 
 
+_OUTPUTS = {"steps": None}
+
+
+def _defined(name):
+    try:
+        getattr(rules, name)
+    except WorkflowError:
+        return False
+    return True
+
+
+def _per_image_outputs():
+    """Every output of the per-image rules defined so far: pattern -> (regex, step, name)."""
+    defined = [step for step in STEP_IDS if _defined(step)]
+    if _OUTPUTS["steps"] != defined:
+        found = {}
+        for step in defined:
+            for name, pattern in getattr(rules, step).output.items():
+                prefix, suffix = str(pattern).split("{image_id}")
+                regex = re.compile(
+                    f"{re.escape(prefix)}(?P<image_id>[A-Za-z0-9_-]+){re.escape(suffix)}$"
+                )
+                found[str(pattern)] = (regex, step, name)
+        _OUTPUTS.update(steps=defined, found=found)
+    return _OUTPUTS["found"]
+
+
+def shard_folder(pattern, image_id):
+    """The folder where the per-shard job of the per-image rule with output `pattern`
+    writes that output for `image_id`: results/<step>/<output name>/<shard>."""
+    _, step, name = _per_image_outputs()[pattern]
+    if image_id not in STEP_SHARD_OF[step]:
+        raise ValueError(
+            f"rule {step} does not run on image {image_id}, so it writes no "
+            f"{pattern.format(image_id=image_id)} (per_image_steps: shard)"
+        )
+    return shard_folder_of(pattern, name, STEP_SHARD_OF[step][image_id])
+
+
+def shard_folder_of(pattern, name, part):
+    """results/<step>/<output name>/<shard>: a per-shard job's folder of one output."""
+    return f"{Path(pattern).parent}/{name}/{part}"
+
+
+def in_shards(path):
+    """A per-image rule's file, named by its path in a one-job-per-image run, as the
+    per-shard job writes it, with the shard folder that holds it; any other path as it
+    is, with None."""
+    for pattern, (regex, _, _) in _per_image_outputs().items():
+        match = regex.match(path)
+        if match:
+            folder = shard_folder(pattern, match["image_id"])
+            return f"{folder}/{Path(path).name}", folder
+    return path, None
+
+
+def images(pattern, ids):
+    """Input: what a rule needs of the per-image files `pattern` of `ids` (a list, or a
+    function of the wildcards): the files, or in shard mode the shard folders that hold
+    them. Scripts find each image's file with per_image.image_paths."""
+
+    def needs(image_ids):
+        if not SHARD_JOBS:
+            return per_image(pattern, image_ids)
+        return sorted({shard_folder(pattern, i) for i in image_ids})
+
+    return (lambda wildcards: needs(ids(wildcards))) if callable(ids) else needs(ids)
+
+
 def shard_images(block, pattern):
-    """Input function: the per-image files of a shard's images."""
-    return lambda wildcards: per_image(pattern, SHARDS[block][wildcards.shard])
+    """Input function: the per-image files of an inference shard's images."""
+    return images(pattern, lambda wildcards: SHARDS[block][wildcards.shard])
+
+
+def shard_ids(block):
+    """Params function: the image ids of an inference shard, in order."""
+    return lambda wildcards: SHARDS[block][wildcards.shard]
 
 
 def shard_dir(block, step):
@@ -150,30 +252,13 @@ export_device(config["device"])
 TRAIN_THREADS = max(1, min(2, workflow.cores // 2))
 
 
-def morphometry_inputs(wildcards):
-    """Inputs of the morphometry step; ground truth only where the image has it."""
-    inputs = {
-        "refined": f"results/levelset_refine/{wildcards.image_id}.npz",
-        "geometry": f"results/preprocess/{wildcards.image_id}.geometry.json",
-        "peaks": f"results/select_peaks/{wildcards.image_id}.json",
-    }
-    if wildcards.image_id in ANNOTATED.index:
-        inputs["points"] = f"results/ground_truth/{wildcards.image_id}.json"
-        inputs["masks"] = f"results/ground_truth/{wildcards.image_id}.npz"
-    return inputs
-
-
-def overlay_inputs(wildcards):
-    """Inputs of one image's overlay; ground truth only where the image has it."""
-    inputs = {
-        "image": IMAGE[wildcards.image_id],
-        "peaks": f"results/select_peaks/{wildcards.image_id}.json",
-        "geometry": f"results/preprocess/{wildcards.image_id}.geometry.json",
-        "refined": f"results/levelset_refine/{wildcards.image_id}.npz",
-    }
-    if wildcards.image_id in ANNOTATED.index:
-        inputs["points"] = f"results/ground_truth/{wildcards.image_id}.json"
-    return inputs
+def if_annotated(pattern):
+    """Input function: the image's ground-truth file, or nothing where it has none."""
+    return lambda wildcards: (
+        pattern.format(image_id=wildcards.image_id)
+        if wildcards.image_id in ANNOTATED.index
+        else []
+    )
 
 
 #: Models this run trains (a model given in the config is used as it is): name -> history.
@@ -206,8 +291,8 @@ def all_targets():
     if SAMPLES.empty:
         return [str(DEMO_SHEET)]
     targets = ["results/qc.tsv"]
-    targets += per_image("results/select_peaks/{image_id}.json", PRED_IDS)
-    targets += per_image("results/levelset_refine/{image_id}.npz", PRED_IDS)
+    targets += images("results/select_peaks/{image_id}.json", PRED_IDS)
+    targets += images("results/levelset_refine/{image_id}.npz", PRED_IDS)
     if PRED_IDS:
         targets += ["results/tables/morphometry.tsv"]
     if EVAL_IDS:

@@ -28,9 +28,9 @@ rule metrics:
 rule qc:
     """Cohort QC: every image's status at each stage, and why an image was excluded."""
     input:
-        geometry=per_image("results/preprocess/{image_id}.geometry.json", SAMPLES.index),
-        points=per_image("results/ground_truth/{image_id}.json", ANNOTATED.index),
-        peaks=per_image("results/select_peaks/{image_id}.json", PRED_IDS),
+        geometry=images("results/preprocess/{image_id}.geometry.json", SAMPLES.index),
+        points=images("results/ground_truth/{image_id}.json", ANNOTATED.index),
+        peaks=images("results/select_peaks/{image_id}.json", PRED_IDS),
     output:
         qc=report(
             "results/qc.tsv", caption="../report/qc.rst", category="Quality control"
@@ -42,6 +42,12 @@ rule qc:
     threads: 1
     resources:
         mem_mb=1000,
+    params:
+        ids={
+            "geometry": list(SAMPLES.index),
+            "points": list(ANNOTATED.index),
+            "peaks": PRED_IDS,
+        },
     script:
         "../workflow_scripts/qc.py"
 
@@ -49,8 +55,8 @@ rule qc:
 rule tables:
     """Table 1 (localisation) and Table 2 (segmentation), with strata, CIs and the paper's numbers."""
     input:
-        segmentation=per_image("results/metrics/{image_id}.segmentation.tsv", EVAL_IDS),
-        localization=per_image("results/metrics/{image_id}.localization.tsv", EVAL_IDS),
+        segmentation=images("results/metrics/{image_id}.segmentation.tsv", EVAL_IDS),
+        localization=images("results/metrics/{image_id}.localization.tsv", EVAL_IDS),
         qc="results/qc.tsv",
     output:
         table1=multiext("results/tables/table1", ".csv", ".tex"),
@@ -73,6 +79,7 @@ rule tables:
     resources:
         mem_mb=2000,
     params:
+        eval_ids=EVAL_IDS,
         sheet=SAMPLES[["image_id", "split", "modality", "group"]].to_dict("records"),
         settings=config["evaluation"],
     script:

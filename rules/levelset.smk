@@ -4,10 +4,10 @@ rule tune_levelset:
     input:
         mnet=model_path("segmentation", "mnet_model", "mnet"),
         unet=model_path("segmentation", "unet_model", "unet"),
-        io=per_image("results/preprocess/{image_id}.npz", VAL_IDS),
-        geometry=per_image("results/preprocess/{image_id}.geometry.json", VAL_IDS),
-        points=per_image("results/ground_truth/{image_id}.json", VAL_IDS),
-        masks=per_image("results/ground_truth/{image_id}.npz", VAL_IDS),
+        io=images("results/preprocess/{image_id}.npz", VAL_IDS),
+        geometry=images("results/preprocess/{image_id}.geometry.json", VAL_IDS),
+        points=images("results/ground_truth/{image_id}.json", VAL_IDS),
+        masks=images("results/ground_truth/{image_id}.npz", VAL_IDS),
     output:
         table="results/levelset/tuning.csv",
         params="results/levelset/params.json",
@@ -21,6 +21,7 @@ rule tune_levelset:
     resources:
         mem_mb=4000,
     params:
+        val_ids=VAL_IDS,
         settings=config["levelset"],
         threshold=config["segmentation"]["threshold"],
         patch_size=config["segmentation"]["patch_size"],

@@ -1,7 +1,11 @@
 rule morphometry:
     """Beyond the paper: vertebral heights and Genant grades per vertebra."""
     input:
-        unpack(morphometry_inputs),
+        refined="results/levelset_refine/{image_id}.npz",
+        geometry="results/preprocess/{image_id}.geometry.json",
+        peaks="results/select_peaks/{image_id}.json",
+        points=if_annotated("results/ground_truth/{image_id}.json"),
+        masks=if_annotated("results/ground_truth/{image_id}.npz"),
     output:
         heights="results/morphometry/{image_id}.tsv",
     log:
@@ -20,7 +24,7 @@ rule morphometry:
 rule morphometry_table:
     """Cohort heights, grade counts and agreement with the annotated grades."""
     input:
-        per_image("results/morphometry/{image_id}.tsv", PRED_IDS),
+        heights=images("results/morphometry/{image_id}.tsv", PRED_IDS),
     output:
         rows="results/tables/morphometry.tsv",
         agreement=report(
@@ -36,6 +40,8 @@ rule morphometry_table:
     threads: 1
     resources:
         mem_mb=2000,
+    params:
+        image_ids=PRED_IDS,
     script:
         "../workflow_scripts/morphometry_table.py"
 
@@ -45,7 +51,7 @@ rule fracture_figure:
     input:
         rows="results/tables/morphometry.tsv",
         images=[IMAGE[i] for i in PRED_IDS],
-        refined=per_image("results/levelset_refine/{image_id}.npz", PRED_IDS),
+        refined=images("results/levelset_refine/{image_id}.npz", PRED_IDS),
     output:
         png=report(
             "results/figures/fracture_examples.png",

@@ -15,6 +15,8 @@ rule pose_infer:
     resources:
         mem_mb=4000,
         gpu=1,
+    params:
+        ids=shard_ids("posenet"),
     script:
         "../workflow_scripts/pose_infer.py"
 

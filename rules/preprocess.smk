@@ -65,5 +65,5 @@ rule ground_truth:
 rule preprocess_all:
     """Target: every image pre-processed and resized (Io and I), with its ground truth."""
     input:
-        per_image("results/resize/{image_id}.npz", SAMPLES.index),
-        per_image("results/ground_truth/{image_id}.json", ANNOTATED.index),
+        images("results/resize/{image_id}.npz", SAMPLES.index),
+        images("results/ground_truth/{image_id}.json", ANNOTATED.index),

@@ -23,7 +23,7 @@ rule fig9:
 rule fig10:
     """Fig. 10: CDF and box plot of the centre error per level."""
     input:
-        localization=per_image("results/metrics/{image_id}.localization.tsv", EVAL_IDS),
+        localization=images("results/metrics/{image_id}.localization.tsv", EVAL_IDS),
     output:
         png=report(
             "results/figures/fig10_centre_error.png",
@@ -38,6 +38,8 @@ rule fig10:
     threads: 1
     resources:
         mem_mb=1000,
+    params:
+        eval_ids=EVAL_IDS,
     script:
         "../workflow_scripts/fig10.py"
 
@@ -45,11 +47,11 @@ rule fig10:
 rule overlays:
     """Per-image overlays: best, worst and median test images (or the first unlabelled ones)."""
     input:
-        segmentation=per_image("results/metrics/{image_id}.segmentation.tsv", EVAL_IDS),
+        segmentation=images("results/metrics/{image_id}.segmentation.tsv", EVAL_IDS),
         images=[IMAGE[i] for i in PRED_IDS],
-        points=per_image("results/ground_truth/{image_id}.json", EVAL_IDS),
-        peaks=per_image("results/select_peaks/{image_id}.json", PRED_IDS),
-        refined=per_image("results/levelset_refine/{image_id}.npz", PRED_IDS),
+        points=images("results/ground_truth/{image_id}.json", EVAL_IDS),
+        peaks=images("results/select_peaks/{image_id}.json", PRED_IDS),
+        refined=images("results/levelset_refine/{image_id}.npz", PRED_IDS),
         mnet=sorted({f"results/mnet_infer/{s}" for s in SHARDS["segmentation"]}),
         mnet_whole=sorted(
             {f"results/mnet_whole_infer/{s}" for s in SHARDS["whole_image"]}
@@ -80,7 +82,11 @@ rule overlays:
 rule image_overlay:
     """One image, whatever its status: centres with L1-L5, refined outlines, or the candidates found."""
     input:
-        unpack(overlay_inputs),
+        image=image_of,
+        peaks="results/select_peaks/{image_id}.json",
+        geometry="results/preprocess/{image_id}.geometry.json",
+        refined="results/levelset_refine/{image_id}.npz",
+        points=if_annotated("results/ground_truth/{image_id}.json"),
     output:
         png="results/figures/every_image/{image_id}.png",
     log:
@@ -103,5 +109,5 @@ rule figures:
 rule all_overlays:
     """Target: an overlay of every predicted image and the QC table (e.g. the real-film check)."""
     input:
-        per_image("results/figures/every_image/{image_id}.png", PRED_IDS),
+        images("results/figures/every_image/{image_id}.png", PRED_IDS),
         "results/qc.tsv",

@@ -41,6 +41,7 @@ rule mnet_infer:
         mem_mb=6000,
         gpu=1,
     params:
+        ids=shard_ids("segmentation"),
         threshold=config["segmentation"]["threshold"],
     script:
         "../workflow_scripts/segment_infer.py"
@@ -67,6 +68,7 @@ rule unet_infer:
         mem_mb=6000,
         gpu=1,
     params:
+        ids=shard_ids("segmentation"),
         threshold=config["segmentation"]["threshold"],
     script:
         "../workflow_scripts/segment_infer.py"
@@ -92,6 +94,8 @@ rule mnet_whole_infer:
     resources:
         mem_mb=6000,
         gpu=1,
+    params:
+        ids=shard_ids("whole_image"),
     script:
         "../workflow_scripts/whole_infer.py"
 
@@ -116,5 +120,7 @@ rule unet_whole_infer:
     resources:
         mem_mb=6000,
         gpu=1,
+    params:
+        ids=shard_ids("whole_image"),
     script:
         "../workflow_scripts/whole_infer.py"

@@ -5,8 +5,8 @@
 rule train_posenet:
     """Paper 2.2: Pose-net (Eq. 1-5) on I with heatmap targets from the GT centres."""
     input:
-        images=per_image("results/resize/{image_id}.npz", TRAIN_IDS + VAL_IDS),
-        points=per_image("results/ground_truth/{image_id}.json", TRAIN_IDS + VAL_IDS),
+        images=images("results/resize/{image_id}.npz", TRAIN_IDS + VAL_IDS),
+        points=images("results/ground_truth/{image_id}.json", TRAIN_IDS + VAL_IDS),
     output:
         model="results/models/posenet.keras",
         history="results/models/posenet.history.csv",
@@ -57,7 +57,7 @@ rule train_patches:
 rule train_mnet:
     """Paper 2.3: M-net on 224 x 224 patches, centre vertebra's mask (Eq. 7, 8)."""
     input:
-        patches=per_image("results/train_patches/{image_id}.npz", TRAIN_IDS + VAL_IDS),
+        patches=images("results/train_patches/{image_id}.npz", TRAIN_IDS + VAL_IDS),
     output:
         model="results/models/mnet.keras",
         history="results/models/mnet.history.csv",
@@ -85,7 +85,7 @@ rule train_mnet:
 rule train_unet:
     """Paper 2.3: the U-net compared with M-net, same patches and recipe."""
     input:
-        patches=per_image("results/train_patches/{image_id}.npz", TRAIN_IDS + VAL_IDS),
+        patches=images("results/train_patches/{image_id}.npz", TRAIN_IDS + VAL_IDS),
     output:
         model="results/models/unet.keras",
         history="results/models/unet.history.csv",
@@ -113,8 +113,8 @@ rule train_unet:
 rule train_mnet_whole:
     """Table 2 row 2: "Original M-net", the whole I in, L1..L5 out (6 classes)."""
     input:
-        images=per_image("results/resize/{image_id}.npz", TRAIN_IDS + VAL_IDS),
-        masks=per_image("results/ground_truth/{image_id}.npz", TRAIN_IDS + VAL_IDS),
+        images=images("results/resize/{image_id}.npz", TRAIN_IDS + VAL_IDS),
+        masks=images("results/ground_truth/{image_id}.npz", TRAIN_IDS + VAL_IDS),
     output:
         model="results/models/mnet_whole.keras",
         history="results/models/mnet_whole.history.csv",
@@ -142,8 +142,8 @@ rule train_mnet_whole:
 rule train_unet_whole:
     """Table 2 row 1: "Original U-net", the whole I in, L1..L5 out (6 classes)."""
     input:
-        images=per_image("results/resize/{image_id}.npz", TRAIN_IDS + VAL_IDS),
-        masks=per_image("results/ground_truth/{image_id}.npz", TRAIN_IDS + VAL_IDS),
+        images=images("results/resize/{image_id}.npz", TRAIN_IDS + VAL_IDS),
+        masks=images("results/ground_truth/{image_id}.npz", TRAIN_IDS + VAL_IDS),
     output:
         model="results/models/unet_whole.keras",
         history="results/models/unet_whole.history.csv",

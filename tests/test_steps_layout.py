@@ -12,7 +12,10 @@ import pytest
 
 from conftest import REPO
 
-RULE_FILES = sorted(p for p in (REPO / "rules").glob("*.smk") if p.stem != "common")
+# common.smk holds helpers; shards.smk derives each per-image rule's per-shard form
+# (<step>_shard) from the rule itself, so it has no step module of its own.
+RULE_FILES = sorted(p for p in (REPO / "rules").glob("*.smk")
+                    if p.stem not in ("common", "shards"))
 
 
 def _rules(smk):
@@ -27,9 +30,15 @@ def _rules(smk):
 
 
 def _step_imports(script):
-    """The ``lumbar_core.steps`` modules a script imports."""
+    """The ``lumbar_core.steps`` modules a script imports; for a per-image rule's script,
+    which hands its job to ``lumbar_core.workflow.per_image``, those its call there
+    imports, with the functions of them that it calls."""
+    tree = ast.parse(script.read_text())
+    if any(isinstance(node, ast.ImportFrom) and node.module == "lumbar_core.workflow.per_image"
+           and "run_image" in {a.name for a in node.names} for node in ast.walk(tree)):
+        return _per_image_imports(script.stem)
     found = set()
-    for node in ast.walk(ast.parse(script.read_text())):
+    for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module == "lumbar_core.steps":
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
@@ -39,6 +48,23 @@ def _step_imports(script):
             found |= {a.name.split(".")[2] for a in node.names
                       if a.name.startswith("lumbar_core.steps.")}
     return found
+
+
+def _per_image_imports(rule):
+    """The step modules the call of a per-image rule imports (``from ..steps import m``),
+    checking that it calls the function of its rule there."""
+    from lumbar_core.workflow import per_image
+
+    tree = ast.parse(inspect.getsource(per_image.STEPS[rule]))
+    aliases = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "steps" and node.level == 2:
+            aliases |= {a.asname or a.name: a.name for a in node.names}
+    called = {(aliases[n.func.value.id], n.func.attr) for n in ast.walk(tree)
+              if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+              and isinstance(n.func.value, ast.Name) and n.func.value.id in aliases}
+    assert {name for _, name in called} == {rule}, (rule, called)
+    return set(aliases.values())
 
 
 @pytest.mark.parametrize("smk", RULE_FILES, ids=lambda p: p.stem)

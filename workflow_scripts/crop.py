@@ -1,15 +1,11 @@
-"""Rule crop: the five Eq. 6 patches around the detected centres."""
+"""Rule crop: the five Eq. 6 patches around the detected centres.
+
+The call is in lumbar_core.workflow.per_image, shared with the rule's per-shard form."""
 
 import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from lumbar_core.steps import segment
+from lumbar_core.workflow.per_image import run_image
 
-record = segment.crop(
-    io_image=snakemake.input.io,
-    peaks=snakemake.input.peaks,
-    out=snakemake.output.patches,
-    patch_size=snakemake.params.patch_size,
-)
-print(f"{snakemake.wildcards.image_id}: {record['status']} {record['message']}", file=sys.stderr)
+run_image(snakemake)

@@ -5,9 +5,10 @@ from pathlib import Path
 
 sys.stderr = open(snakemake.log[0], "w")
 
+from lumbar_core.workflow.per_image import image_paths
 from lumbar_core.steps import report
 
 report.fig10(
-    localization=snakemake.input.localization,
+    localization=image_paths(snakemake.input.localization, snakemake.params.eval_ids),
     out_stem=Path(snakemake.output.png).with_suffix(""),
 )

@@ -5,12 +5,14 @@ from pathlib import Path
 
 sys.stderr = open(snakemake.log[0], "w")
 
+from lumbar_core.workflow.per_image import image_paths
 from lumbar_core.steps import morphometry
 
 inp = snakemake.input
+ids = snakemake.params.image_ids
 inputs = {
     i: {"image": image, "refined": refined}
-    for i, image, refined in zip(snakemake.params.image_ids, inp.images, inp.refined, strict=True)
+    for i, image, refined in zip(ids, inp.images, image_paths(inp.refined, ids), strict=True)
 }
 shown = morphometry.fracture_figure(
     rows=inp.rows, inputs=inputs, out_stem=Path(snakemake.output.png).with_suffix("")

@@ -1,21 +1,12 @@
 """Rule levelset_refine: DRLSE refinement of the PN+MNet and PN+UNet patch masks, each
-network with its own coefficients."""
+network with its own coefficients.
+
+The call is in lumbar_core.workflow.per_image, shared with the rule's per-shard form."""
 
 import sys
-from pathlib import Path
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from lumbar_core.steps import levelset
+from lumbar_core.workflow.per_image import run_image
 
-image_id = snakemake.wildcards.image_id
-record = levelset.levelset_refine(
-    patches=snakemake.input.patches,
-    network_masks={m: Path(snakemake.input[m]) / f"{image_id}.npz" for m in ("mnet", "unet")},
-    geometry=snakemake.input.geometry,
-    out=snakemake.output.masks,
-    params=snakemake.input.params,
-)
-for key, info in record.get("levelset", {}).items():
-    print(f"{image_id} {key}: {info}", file=sys.stderr)
-print(f"{image_id}: {record['status']} {record['message']}", file=sys.stderr)
+run_image(snakemake)

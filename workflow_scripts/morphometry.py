@@ -1,18 +1,11 @@
-"""Rule morphometry: heights ha, hm, hp and Genant grades of L1..L5 for one image."""
+"""Rule morphometry: heights ha, hm, hp and Genant grades of L1..L5 for one image.
+
+The call is in lumbar_core.workflow.per_image, shared with the rule's per-shard form."""
 
 import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from lumbar_core.steps import morphometry
+from lumbar_core.workflow.per_image import run_image
 
-inp = snakemake.input
-morphometry.morphometry(
-    image_id=snakemake.wildcards.image_id,
-    refined=inp.refined,
-    geometry=inp.geometry,
-    peaks=inp.peaks,
-    out=snakemake.output.heights,
-    points=inp.get("points"),
-    masks=inp.get("masks"),
-)
+run_image(snakemake)

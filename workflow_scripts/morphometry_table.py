@@ -4,11 +4,12 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
+from lumbar_core.workflow.per_image import image_paths
 from lumbar_core.steps import morphometry
 
 out = snakemake.output
 summary = morphometry.morphometry_table(
-    heights=list(snakemake.input),
+    heights=image_paths(snakemake.input.heights, snakemake.params.image_ids),
     out_rows=out.rows,
     out_agreement=out.agreement,
     out_counts=out.counts,

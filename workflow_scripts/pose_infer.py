@@ -5,6 +5,7 @@ import sys
 log = open(snakemake.log[0], "w", buffering=1)
 sys.stderr = sys.stdout = log
 
+from lumbar_core.workflow.per_image import image_paths
 from lumbar_core.workflow.environment import model_job
 
 # Threads, oneDNN, GPU slot and Keras backend: all before Keras is imported.
@@ -13,7 +14,7 @@ with model_job(snakemake.rule, threads=snakemake.threads, log=log):
 
     pose.pose_infer(
         model=snakemake.input.model,
-        images=snakemake.input.images,
+        images=image_paths(snakemake.input.images, snakemake.params.ids),
         out_dir=snakemake.output.maps,
         log=log,
     )

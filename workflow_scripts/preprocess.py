@@ -1,17 +1,11 @@
-"""Rule preprocess: Io (CLAHE + Gaussian at 3072 x 1536) and the geometry JSON."""
+"""Rule preprocess: Io (CLAHE + Gaussian at 3072 x 1536) and the geometry JSON.
+
+The call is in lumbar_core.workflow.per_image, shared with the rule's per-shard form."""
 
 import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from lumbar_core.steps import preprocess
+from lumbar_core.workflow.per_image import run_image
 
-record = preprocess.preprocess(
-    image=snakemake.input.image,
-    out_io=snakemake.output.io,
-    out_geometry=snakemake.output.geometry,
-    image_id=snakemake.wildcards.image_id,
-    settings=snakemake.params.settings,
-    spacing=snakemake.params.spacing,
-)
-print(f"{snakemake.wildcards.image_id}: {record['status']} {record['message']}", file=sys.stderr)
+run_image(snakemake)

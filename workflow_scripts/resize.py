@@ -1,14 +1,11 @@
-"""Rule resize: I (512 x 256, the Pose-net input) from the stored Io."""
+"""Rule resize: I (512 x 256, the Pose-net input) from the stored Io.
+
+The call is in lumbar_core.workflow.per_image, shared with the rule's per-shard form."""
 
 import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from lumbar_core.steps import preprocess
+from lumbar_core.workflow.per_image import run_image
 
-record = preprocess.resize(
-    io_image=snakemake.input.io,
-    geometry=snakemake.input.geometry,
-    out=snakemake.output.i,
-)
-print(f"{snakemake.wildcards.image_id}: {record['status']} {record['message']}", file=sys.stderr)
+run_image(snakemake)

@@ -5,12 +5,14 @@ from pathlib import Path
 
 sys.stderr = open(snakemake.log[0], "w")
 
+from lumbar_core.workflow.per_image import image_paths
 from lumbar_core.steps import evaluate
 
 settings = snakemake.params.settings
+ids = snakemake.params.eval_ids
 evaluate.tables(
-    segmentation=snakemake.input.segmentation,
-    localization=snakemake.input.localization,
+    segmentation=image_paths(snakemake.input.segmentation, ids),
+    localization=image_paths(snakemake.input.localization, ids),
     qc=snakemake.input.qc,
     sheet=snakemake.params.sheet,
     table1_stem=Path(snakemake.output.table1_md).with_suffix(""),

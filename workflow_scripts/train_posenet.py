@@ -3,8 +3,10 @@
 import sys
 
 log = open(snakemake.log[0], "w", buffering=1)
+ids = snakemake.params.train_ids + snakemake.params.val_ids
 sys.stderr = sys.stdout = log
 
+from lumbar_core.workflow.per_image import image_paths
 from lumbar_core.workflow.environment import model_job
 
 # Threads, oneDNN, GPU slot and Keras backend: all before Keras is imported.
@@ -12,8 +14,8 @@ with model_job(snakemake.rule, threads=snakemake.threads, log=log):
     from lumbar_core.steps import train
 
     train.train_posenet(
-        images=snakemake.input.images,
-        points=snakemake.input.points,
+        images=image_paths(snakemake.input.images, ids),
+        points=image_paths(snakemake.input.points, ids),
         out_model=snakemake.output.model,
         out_history=snakemake.output.history,
         train_ids=snakemake.params.train_ids,

@@ -3,8 +3,10 @@
 import sys
 
 log = open(snakemake.log[0], "w", buffering=1)
+ids = snakemake.params.val_ids
 sys.stderr = sys.stdout = log
 
+from lumbar_core.workflow.per_image import image_paths
 from lumbar_core.workflow.environment import model_job
 
 # Threads and oneDNN before Keras is imported. The grid search is level-set work on the
@@ -14,10 +16,10 @@ with model_job(snakemake.rule, threads=snakemake.threads, device="cpu", log=log)
 
     levelset.tune_levelset(
         models={"mnet": snakemake.input.mnet, "unet": snakemake.input.unet},
-        io_images=snakemake.input.io,
-        points=snakemake.input.points,
-        masks=snakemake.input.masks,
-        geometry=snakemake.input.geometry,
+        io_images=image_paths(snakemake.input.io, ids),
+        points=image_paths(snakemake.input.points, ids),
+        masks=image_paths(snakemake.input.masks, ids),
+        geometry=image_paths(snakemake.input.geometry, ids),
         out_table=snakemake.output.table,
         out_params=snakemake.output.params,
         settings=snakemake.params.settings,

@@ -5,6 +5,7 @@ import sys
 log = open(snakemake.log[0], "w", buffering=1)
 sys.stderr = sys.stdout = log
 
+from lumbar_core.workflow.per_image import image_paths
 from lumbar_core.workflow.environment import model_job
 
 # Threads, oneDNN, GPU slot and Keras backend: all before Keras is imported.
@@ -14,8 +15,8 @@ with model_job(snakemake.rule, threads=snakemake.threads, log=log):
     # segment.mnet_whole_infer or segment.unet_whole_infer, named as the rule.
     getattr(segment, snakemake.rule)(
         model=snakemake.input.model,
-        images=snakemake.input.images,
-        geometry=snakemake.input.geometry,
+        images=image_paths(snakemake.input.images, snakemake.params.ids),
+        geometry=image_paths(snakemake.input.geometry, snakemake.params.ids),
         out_dir=snakemake.output.masks,
         log=log,
     )
