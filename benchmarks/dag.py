@@ -14,10 +14,14 @@ nothing but the sheet grows. On that sheet it times, each in a fresh process:
 (b) ``snakemake --list-rules``: parsing only (Snakefile, config and sample-sheet
     validation, the module-level id lists of ``rules/common.smk``), no DAG.
 
+````--jobs shard`` runs the per-image steps one job per shard of ``--shard-size`` images
+(``per_image_steps`` in config.yaml) instead of one job per image (``--jobs image``, the
+default); ``--jobs image shard`` measures both, one table each.
+
 ``DAG = (a) - (b)`` is the cost of the DAG alone. The table gives images, jobs, the wall
 seconds of (a), (b) and their difference, (a)'s CPU seconds and peak memory
 (``os.wait4``), seconds per 1,000 images and the growth factor between sizes (time
-ratio over size ratio: 1.0 is linear). The goal is 10,000 images in at most 60 s on
+ratio over size ratio: 1.0 is linear). The goal is 100,000 images in at most 60 s on
 2 cores; the 1-minute load average is printed beside each row because other work on
 the machine slows the runs.
 
@@ -31,8 +35,8 @@ of each job's script (``ScriptProcessor``), and the functions of this repository
 (``Snakefile``, ``rules/*.smk``, ``lumbar_core``) by cumulative time, e.g. the input
 functions that run once per job.
 
-Usage: ``python benchmarks/dag.py [--sizes 1000,10000,50000] [--cores 2] [--profile N]
-[--no-floor] [--timeout S] [--keep DIR]``
+Usage: ``python benchmarks/dag.py [--sizes 1000,10000,50000] [--cores 2]
+[--jobs image shard] [--shard-size 64] [--profile N] [--no-floor] [--timeout S] [--keep DIR]``
 """
 
 import argparse
@@ -96,14 +100,17 @@ def _snakemake(*args):
     return [sys.executable, "-c", _DRIVER, *args]
 
 
-def _options(workdir, sheet, cores):
-    return ["-s", str(_ROOT / "Snakefile"), "--directory", str(workdir), "--config",
-            f"samples={sheet}", "--cores", str(cores)]
+def _options(workdir, sheet, cores, jobs="image", shard_size=64):
+    # The job mode by a config file: --config would pass the shard size as a string.
+    mode = Path(workdir).parent / f"jobs_{jobs}_{shard_size}.yaml"
+    mode.write_text(f"per_image_steps:\n  jobs: {jobs}\n  shard_size: {shard_size}\n")
+    return ["-s", str(_ROOT / "Snakefile"), "--directory", str(workdir), "--configfile",
+            str(mode), "--config", f"samples={sheet}", "--cores", str(cores)]
 
 
-def _snakemake_cmd(workdir, sheet, cores, *args):
+def _snakemake_cmd(workdir, sheet, cores, *args, **mode):
     # The target goes first: a word after --quiet would be read as one of its choices.
-    return _snakemake(*args, *_options(workdir, sheet, cores))
+    return _snakemake(*args, *_options(workdir, sheet, cores, **mode))
 
 
 def run(cmd, *, timeout):
@@ -145,18 +152,20 @@ def _fail(what, result):
     sys.exit(f"{what} failed ({result['rc']}):\n{tail}")
 
 
-def measure(n, folder, *, cores, timeout):
-    """Dry run and parse-only baseline of one size; returns a row of figures."""
+def measure(n, folder, *, cores, timeout, **mode):
+    """Dry run and parse-only baseline of one size and job mode; returns a row of figures."""
     folder = Path(folder)
     image, annotation = write_placeholders(folder)
     sheet = folder / f"samples_{n}.tsv"
     write_sheet(sheet, n, image.name, annotation.name)
-    workdir = folder / f"work_{n}"
+    workdir = folder / f"work_{n}_{mode.get('jobs', 'image')}"
+    workdir.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()[0]
-    parse = run(_snakemake_cmd(workdir, sheet, cores, "--list-rules"), timeout=timeout)
+    parse = run(_snakemake_cmd(workdir, sheet, cores, "--list-rules", **mode), timeout=timeout)
     if parse["rc"] not in (0, "timeout"):
         _fail(f"--list-rules at {n} images", parse)
-    dry = run(_snakemake_cmd(workdir, sheet, cores, "all", "-n", "--quiet"), timeout=timeout)
+    dry = run(_snakemake_cmd(workdir, sheet, cores, "all", "-n", "--quiet", **mode),
+              timeout=timeout)
     if dry["rc"] not in (0, "timeout"):
         _fail(f"dry run at {n} images", dry)
     return {"images": n, "jobs": count_jobs(dry["text"]), "dry": dry["wall"],
@@ -213,10 +222,10 @@ def print_table(rows):
     print("growth: (time ratio) / (size ratio) against the previous size; 1.00 is linear. "
           "load: 1-minute load average at the start of the size.")
     for row in rows:
-        if row["images"] == 10_000:
+        if row["images"] == 100_000:
             verdict = "meets" if row["dry"] <= 60 else "misses"
             per_job = f", {1000 * row['dry'] / row['jobs']:.2f} ms per job" if row["jobs"] else ""
-            print(f"goal: 10,000 images in <= 60 s on 2 cores: {row['dry']:.1f} s, {verdict} it"
+            print(f"goal: 100,000 images in <= 60 s on 2 cores: {row['dry']:.1f} s, {verdict} it"
                   f"{per_job}.")
 
 
@@ -239,7 +248,7 @@ def _source_line(path, line, name):
     return f"{line} (compiled)"
 
 
-def profile(n, folder, *, cores, top=12):
+def profile(n, folder, *, cores, top=12, **mode):
     """cProfile the dry run of ``n`` images and print where its time goes."""
     folder = Path(folder)
     image, annotation = write_placeholders(folder)
@@ -247,7 +256,7 @@ def profile(n, folder, *, cores, top=12):
     write_sheet(sheet, n, image.name, annotation.name)
     out = folder / f"dry_{n}.prof"
     cmd = [sys.executable, "-m", "cProfile", "-o", str(out), str(_SNAKEMAKE), "all", "-n",
-           "--quiet", *_options(folder / f"work_{n}", sheet, cores)]
+           "--quiet", *_options(folder / f"work_{n}", sheet, cores, **mode)]
     start = time.perf_counter()
     proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                           cwd=_ROOT)
@@ -302,6 +311,11 @@ def main(argv=None):
                         help="comma-separated cohort sizes (default 1000,10000,50000; "
                              "1000 is a quick run)")
     parser.add_argument("--cores", type=int, default=2, help="snakemake --cores (default 2)")
+    parser.add_argument("--jobs", nargs="+", choices=["image", "shard"], default=["image"],
+                        help="per-image steps as one job per image and/or per shard "
+                             "(per_image_steps.jobs; default image)")
+    parser.add_argument("--shard-size", type=int, default=64,
+                        help="images per shard with --jobs shard (default 64)")
     parser.add_argument("--profile", type=int, default=None, metavar="N",
                         help="also profile the dry run at N images (takes about 1.7 times "
                              "an unprofiled run)")
@@ -314,22 +328,30 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.cores < 1:
         parser.error(f"--cores must be >= 1; got {args.cores}")
+    if args.shard_size < 1:
+        parser.error(f"--shard-size must be >= 1; got {args.shard_size}")
 
     folder = Path(args.keep or tempfile.mkdtemp(prefix="lumbar-dag-")).resolve()
     try:
         print(f"dry run of target 'all' on sheets whose rows share one placeholder image; "
               f"snakemake --cores {args.cores}, {os.cpu_count()} CPU cores")
-        rows = []
-        for n in args.sizes:
-            rows.append(measure(n, folder, cores=args.cores, timeout=args.timeout))
-            print(f"  {n} images done: {rows[-1]['dry']:.1f} s", flush=True)
+        tables = {}
+        for jobs in args.jobs:
+            rows = tables[jobs] = []
+            for n in args.sizes:
+                rows.append(measure(n, folder, cores=args.cores, timeout=args.timeout,
+                                    jobs=jobs, shard_size=args.shard_size))
+                print(f"  {jobs} jobs, {n} images done: {rows[-1]['dry']:.1f} s", flush=True)
         floor = None
         if not args.no_floor:
             floor = measure_floor(min(args.sizes), folder, cores=args.cores,
                                   timeout=args.timeout)
-        print()
-        print_table(rows)
+        for jobs, rows in tables.items():
+            size = f" of {args.shard_size} images" if jobs == "shard" else ""
+            print(f"\nper-image steps: one job per {jobs}{size}")
+            print_table(rows)
         if floor and floor["jobs"]:
+            rows = tables[args.jobs[0]]
             ours = next(r for r in rows if r["images"] == floor["images"])
             ms_floor = 1000 * floor["dry"] / floor["jobs"]
             ms_ours = 1000 * ours["dry"] / ours["jobs"] if ours["jobs"] else float("nan")
@@ -338,7 +360,8 @@ def main(argv=None):
                   f"{ms_floor:.2f} ms per job; this workflow {ms_ours:.2f} ms per job "
                   f"({ms_ours / ms_floor:.2f}x), {ours['jobs'] / ours['images']:.2f} jobs per image.")
         if args.profile:
-            profile(args.profile, folder, cores=args.cores)
+            profile(args.profile, folder, cores=args.cores, jobs=args.jobs[0],
+                    shard_size=args.shard_size)
     finally:
         if args.keep is None:
             shutil.rmtree(folder, ignore_errors=True)

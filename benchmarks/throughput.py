@@ -36,12 +36,16 @@ every image stops after peak selection).
 ``--groups`` adds a third run with the ``groups`` and ``group-components`` of
 ``profiles/slurm/config.yaml`` on the local executor.
 
+``--jobs shard`` runs the per-image steps one Snakemake job per shard of images
+(``per_image_steps`` in config.yaml, rule ``<step>_shard``) instead of one job per image;
+the per-stage table then counts shard jobs.
+
 ``--shard-size K`` sets the images per ``pose_infer``, ``mnet_infer`` and ``unet_infer``
 job instead of the shard sizes of ``config.yaml`` (larger shards pay the model jobs'
 start-up fewer times).
 
 Usage: ``python benchmarks/throughput.py [-n N] [--cores C] [--sources K]
-[--models DIR | --untrained] [--shard-size K] [--groups] [--workdir DIR]``
+[--models DIR | --untrained] [--jobs image|shard] [--shard-size K] [--groups] [--workdir DIR]``
 """
 
 import argparse
@@ -317,7 +321,8 @@ def job_seconds(workdir):
     bench = Path(workdir) / "results" / "benchmarks"
     out = {}
     for rule in _STAGES:
-        files = sorted((bench / rule).glob("*.tsv")) or sorted(bench.glob(f"{rule}.tsv"))
+        files = (sorted((bench / rule).glob("*.tsv")) or sorted(bench.glob(f"{rule}.tsv"))
+                 or sorted((bench / f"{rule}_shard").glob("*.tsv")))
         if files:
             table = pd.concat([pd.read_csv(f, sep="\t") for f in files])
             out[rule] = (len(files), float(table["s"].sum()), float(table["cpu_time"].sum()))
@@ -334,7 +339,8 @@ def same_outputs(loop_dir, smk_dir, ids):
     same = 0
     for i in ids:
         a = load_npz(Path(loop_dir) / "results" / "levelset_refine" / f"{i}.npz")
-        b = load_npz(Path(smk_dir) / "results" / "levelset_refine" / f"{i}.npz")
+        # One job per image, or per shard (results/levelset_refine/masks/<shard>/).
+        b = load_npz(next((Path(smk_dir) / "results" / "levelset_refine").glob(f"**/{i}.npz")))
         same += a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     return same
 
@@ -375,6 +381,9 @@ def main(argv=None):
                         "library builders (every image then stops after peak selection)")
     parser.add_argument("--groups", action="store_true", help="also run Snakemake with the "
                         "groups and group-components of profiles/slurm/config.yaml")
+    parser.add_argument("--jobs", choices=["image", "shard"], default="image",
+                        help="the per-image steps one job per image or per shard "
+                             "(per_image_steps.jobs; default image)")
     parser.add_argument("--shard-size", type=int, default=None, help="images per pose_infer, "
                         "mnet_infer and unet_infer job (default: the shard sizes of config.yaml)")
     parser.add_argument("--seed", type=int, default=0, help="phantom and model seed")
@@ -418,6 +427,7 @@ def _benchmark(args, work):
         what = (f"trained by the workflow's rules with TINY epochs at config.yaml sizes "
                 f"({time.perf_counter() - start:.0f} s, not counted below)")
     config["samples"] = str(sheet)
+    config["per_image_steps"]["jobs"] = args.jobs
     for name, path in models.items():
         block, key = _MODEL_KEYS[name]
         config[block][key] = path
@@ -439,7 +449,16 @@ def _benchmark(args, work):
                                                        config, models)
     rows.append(("in-process loop (1 process)", loop_s, load0, _load()))
     load0 = _load()
-    targets = [f"results/levelset_refine/{i}.npz" for i in ids]
+    if args.jobs == "shard":
+        _import_root()
+        from lumbar_core.workflow.cohort import make_shards
+
+        size = config["per_image_steps"]["shard_size"]
+        targets = [f"results/levelset_refine/masks/{s}" for s in make_shards(ids, size)]
+        print(f"per-image steps: one job per shard of about {size} images "
+              f"({len(targets)} shards)")
+    else:
+        targets = [f"results/levelset_refine/{i}.npz" for i in ids]
     smk_s, _ = run_snakemake(work / "snakemake", configfile, targets, cores=args.cores)
     rows.append((f"snakemake --cores {args.cores}", smk_s, load0, _load()))
     if args.groups:

@@ -133,7 +133,7 @@ def per_image(pattern, ids):
     return [pattern.format(image_id=i) for i in ids]
 
 
-_OUTPUTS = {"steps": None}
+_OUTPUTS = {"steps": [], "found": {}, "by_prefix": {}}
 
 
 def _defined(name):
@@ -145,31 +145,21 @@ def _defined(name):
 
 
 def _per_image_outputs():
-    """Every output of the per-image rules defined so far: pattern -> (regex, step, name)."""
-    defined = [step for step in STEP_IDS if _defined(step)]
-    if _OUTPUTS["steps"] != defined:
-        found = {}
-        for step in defined:
-            for name, pattern in getattr(rules, step).output.items():
-                prefix, suffix = str(pattern).split("{image_id}")
-                regex = re.compile(
-                    f"{re.escape(prefix)}(?P<image_id>[A-Za-z0-9_-]+){re.escape(suffix)}$"
-                )
-                found[str(pattern)] = (regex, step, name)
-        _OUTPUTS.update(steps=defined, found=found)
-    return _OUTPUTS["found"]
-
-
-def shard_folder(pattern, image_id):
-    """The folder where the per-shard job of the per-image rule with output `pattern`
-    writes that output for `image_id`: results/<step>/<output name>/<shard>."""
-    _, step, name = _per_image_outputs()[pattern]
-    if image_id not in STEP_SHARD_OF[step]:
-        raise ValueError(
-            f"rule {step} does not run on image {image_id}, so it writes no "
-            f"{pattern.format(image_id=image_id)} (per_image_steps: shard)"
-        )
-    return shard_folder_of(pattern, name, STEP_SHARD_OF[step][image_id])
+    """Every output of the per-image rules defined so far: pattern -> (step, output name,
+    shard folder less the shard), and by the pattern's part before {image_id}:
+    [(suffix, pattern)]."""
+    if len(_OUTPUTS["steps"]) < len(STEP_IDS):
+        defined = [step for step in STEP_IDS if _defined(step)]
+        if defined != _OUTPUTS["steps"]:
+            found, by_prefix = {}, {}
+            for step in defined:
+                for name, pattern in getattr(rules, step).output.items():
+                    prefix, suffix = str(pattern).split("{image_id}")
+                    folder = shard_folder_of(str(pattern), name, "")
+                    found[str(pattern)] = (step, name, folder)
+                    by_prefix.setdefault(prefix, []).append((suffix, str(pattern)))
+            _OUTPUTS.update(steps=defined, found=found, by_prefix=by_prefix)
+    return _OUTPUTS
 
 
 def shard_folder_of(pattern, name, part):
@@ -177,15 +167,30 @@ def shard_folder_of(pattern, name, part):
     return f"{Path(pattern).parent}/{name}/{part}"
 
 
+def shard_folders(pattern, image_ids):
+    """The folder of each image where the per-shard jobs of the per-image rule with
+    output `pattern` write that output: results/<step>/<output name>/<shard>."""
+    step, _, folder = _per_image_outputs()["found"][pattern]
+    shard_of = STEP_SHARD_OF[step]
+    missing = [i for i in image_ids if i not in shard_of]
+    if missing:
+        raise ValueError(
+            f"rule {step} does not run on image {missing[0]}, so it writes no "
+            f"{pattern.format(image_id=missing[0])} (per_image_steps: shard)"
+        )
+    return [folder + shard_of[i] for i in image_ids]
+
+
 def in_shards(path):
     """A per-image rule's file, named by its path in a one-job-per-image run, as the
     per-shard job writes it, with the shard folder that holds it; any other path as it
     is, with None."""
-    for pattern, (regex, _, _) in _per_image_outputs().items():
-        match = regex.match(path)
-        if match:
-            folder = shard_folder(pattern, match["image_id"])
-            return f"{folder}/{Path(path).name}", folder
+    cut = path.rfind("/") + 1
+    for suffix, pattern in _per_image_outputs()["by_prefix"].get(path[:cut], ()):
+        image_id = path[cut : len(path) - len(suffix)]
+        if path.endswith(suffix) and image_id and "." not in image_id:
+            folder = shard_folders(pattern, [image_id])[0]
+            return f"{folder}/{path[cut:]}", folder
     return path, None
 
 
@@ -197,7 +202,7 @@ def images(pattern, ids):
     def needs(image_ids):
         if not SHARD_JOBS:
             return per_image(pattern, image_ids)
-        return sorted({shard_folder(pattern, i) for i in image_ids})
+        return sorted(set(shard_folders(pattern, image_ids)))
 
     return (lambda wildcards: needs(ids(wildcards))) if callable(ids) else needs(ids)
 

@@ -22,58 +22,57 @@ def _expand(value, wildcards):
     return value
 
 
-def _moved(value):
-    """A per-image input with the files of per-image rules moved into their shards."""
-    if isinstance(value, str):
-        return in_shards(str(value))[0]
-    return [in_shards(str(v))[0] for v in value]
+#: (step, shard) -> its images' jobs, between the input and the params function of a job.
+_PLANNED = {}
 
 
-def shard_jobs(step):
-    """Params function: for each image of the shard, the input, output and params its
-    per-image job of `step` would get, with the per-image rules' files in shards."""
+def _plan(step, part):
+    """For each image of the shard, the input, output and params its per-image job of
+    `step` would get, with the per-image rules' files in shards; and the files and shard
+    folders the shard job needs."""
     proxy = getattr(rules, step)
-
-    def jobs(wildcards):
-        listed = []
-        for image_id in STEP_SHARDS[step][wildcards.part]:
-            w = SimpleNamespace(image_id=image_id)
-            inputs = {n: _moved(_expand(v, w)) for n, v in proxy.input.items()}
-            outputs = {
-                n: in_shards(str(v).format(image_id=image_id))[0]
-                for n, v in proxy.output.items()
-            }
-            params = {n: _expand(v, w) for n, v in proxy.params.items()}
-            listed.append(
-                {
-                    "image_id": image_id,
-                    "input": inputs,
-                    "output": outputs,
-                    "params": params,
-                }
-            )
-        return listed
-
-    return jobs
+    jobs, needed = [], set()
+    for image_id in STEP_SHARDS[step][part]:
+        w = SimpleNamespace(image_id=image_id)
+        inputs = {}
+        for n, v in proxy.input.items():
+            value = _expand(v, w)
+            moved = [
+                in_shards(str(x))
+                for x in ([value] if isinstance(value, str) else value)
+            ]
+            needed.update(folder or path for path, folder in moved)
+            inputs[n] = moved[0][0] if isinstance(value, str) else [m[0] for m in moved]
+        outputs = {
+            n: in_shards(str(v).format(image_id=image_id))[0]
+            for n, v in proxy.output.items()
+        }
+        params = {n: _expand(v, w) for n, v in proxy.params.items()}
+        jobs.append(
+            {"image_id": image_id, "input": inputs, "output": outputs, "params": params}
+        )
+    return jobs, sorted(needed)
 
 
 def shard_inputs(step):
     """Input function: everything the shard's images need, the files of per-image rules
     as the shard folders that hold them."""
-    proxy = getattr(rules, step)
 
     def inputs(wildcards):
-        needed = set()
-        for image_id in STEP_SHARDS[step][wildcards.part]:
-            w = SimpleNamespace(image_id=image_id)
-            for value in proxy.input.items():
-                value = _expand(value[1], w)
-                for path in [value] if isinstance(value, str) else value:
-                    path, folder = in_shards(path)
-                    needed.add(folder or path)
-        return sorted(needed)
+        _PLANNED[step, wildcards.part] = _plan(step, wildcards.part)
+        return _PLANNED[step, wildcards.part][1]
 
     return inputs
+
+
+def shard_jobs(step):
+    """Params function: the per-image jobs of the shard (_plan)."""
+
+    def jobs(wildcards):
+        planned = _PLANNED.pop((step, wildcards.part), None)
+        return (planned or _plan(step, wildcards.part))[0]
+
+    return jobs
 
 
 def shard_outputs(step):
