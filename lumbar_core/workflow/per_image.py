@@ -9,8 +9,9 @@ imports, about half a second) is paid once a shard instead of once an image. Bot
 the same function of this module with one image's files, so that a shard job writes
 byte for byte what the per-image jobs would.
 
-Each function takes the image id and its ``input``, ``output`` and ``params`` (Snakemake
-``Namedlist`` s, or the same built by :func:`run_shard`) and returns the line it logs.
+Each function takes the image id and its ``input``, ``output`` and ``params`` (Snakemake's,
+or mappings read the same way, by key or attribute, built by :func:`run_shard`) and
+returns the line it logs.
 An input that is an inference rule's shard folder (``maps``, ``mnet``, ``unet``,
 ``mnet_whole``, ``unet_whole``) holds ``<image_id>.npz``.
 """
