@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -92,9 +94,10 @@ def overlays(*, segmentation: Sequence[StrPath], inputs: Mapping[str, Mapping[st
         chosen = choose_overlay_images(dice, n)
     else:
         # The first n films that could be read: an excluded one has nothing to draw on.
-        readable = [i for i in sorted(inputs)
-                    if io.read_json(inputs[i]["peaks"]).get("status") != "excluded"]
-        chosen = readable[:n]
+        # Read records only until n are found: an archive has tens of thousands.
+        readable = (i for i in sorted(inputs)
+                    if io.read_json(inputs[i]["peaks"]).get("status") != "excluded")
+        chosen = list(itertools.islice(readable, n))
     for rank, image_id in enumerate(chosen):
         paths = inputs[image_id]
         raw, _ = io.read_image(paths["image"])
