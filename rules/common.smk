@@ -208,7 +208,7 @@ def images(pattern, ids):
 
 def shard_images(block, pattern):
     """Input function: the per-image files of an inference shard's images."""
-    return images(pattern, lambda wildcards: SHARDS[block][wildcards.shard])
+    return images(pattern, shard_ids(block))
 
 
 def shard_ids(block):
