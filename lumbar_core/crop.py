@@ -292,6 +292,12 @@ def paste_masks(patch_masks, boxes, out_shape, *, scale=(1.0, 1.0)) -> np.ndarra
         rows = (np.arange(r0, r1) + 0.5) / sy - 0.5
         u = io_to_patch(np.column_stack([cols, np.zeros_like(cols)]), box, patch_size=patch_size)[:, 0]
         v = io_to_patch(np.column_stack([np.zeros_like(rows), rows]), box, patch_size=patch_size)[:, 1]
+        # Only output pixels near the mask can sample a positive distance, so only they
+        # are sampled: each sampled value is the same as over the whole box.
+        (ra, rb), (ca, cb) = _near_mask(v, mask.any(axis=1)), _near_mask(u, mask.any(axis=0))
+        r0, r1, c0, c1, v, u = r0 + ra, r0 + rb, c0 + ca, c0 + cb, v[ra:rb], u[ca:cb]
+        if rb <= ra or cb <= ca:
+            continue
         grid_v, grid_u = np.meshgrid(v, u, indexing="ij")
         # A full mask has no outline: every pixel of its box is inside, at depth side.
         distance = np.clip(mask_signed_distance(mask), -patch_size, patch_size)
@@ -303,6 +309,30 @@ def paste_masks(patch_masks, boxes, out_shape, *, scale=(1.0, 1.0)) -> np.ndarra
         view_depth[wins] = sampled[wins]
         view_labels[wins] = k + 1
     return labels
+
+
+def _near_mask(coords, inside) -> tuple[int, int]:
+    """The index range of increasing patch coordinates that can sample inside a mask.
+
+    Bilinear sampling at ``t`` reads the patch pixels ``floor(t)`` and ``floor(t) + 1``
+    (clamped to the patch), so a point more than one pixel before the first pixel
+    ``inside`` (along this axis) or after the last reads only outside pixels, whose
+    signed distance is negative: it cannot sample a positive one.
+
+    Parameters
+    ----------
+    coords : (M,) ndarray
+        Patch coordinates of output pixels along one axis, increasing.
+    inside : (P,) ndarray of bool
+        Whether the mask has a pixel in each patch row (or column); at least one.
+
+    Returns
+    -------
+    (start, stop) : the slice of ``coords`` to sample.
+    """
+    first, last = np.flatnonzero(inside)[[0, -1]]
+    return (int(np.searchsorted(coords, first - 1.0, "left")),
+            int(np.searchsorted(coords, last + 1.0, "right")))
 
 
 def outlines_to_labels(outlines, shape) -> np.ndarray:

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from lumbar_core.crop import (
     jittered_patches,
@@ -142,6 +143,52 @@ def test_paste_masks_at_the_image_border_are_cut_not_shifted():
     rows, cols = np.nonzero(labels)
     assert rows.min() == 0 and cols.min() == 0
     assert rows.max() == 70 and cols.max() == 60  # box edges at 70.3 and 60.3
+
+
+def _paste_every_box_pixel(masks, boxes, shape, scale):
+    """paste_masks' rule written plainly: every output pixel of each box sampled."""
+    sx, sy = scale
+    labels, depth = np.zeros(shape, np.uint8), np.zeros(shape)
+    rows, cols = np.mgrid[0:shape[0], 0:shape[1]]
+    points = np.column_stack([((cols + 0.5) / sx - 0.5).ravel(), ((rows + 0.5) / sy - 0.5).ravel()])
+    size = masks.shape[1]
+    for k, (mask, box) in enumerate(zip(masks, boxes)):
+        cx, cy, side = box
+        in_box = ((np.abs(points[:, 0] - cx) <= side / 2) & (np.abs(points[:, 1] - cy) <= side / 2))
+        if not (mask.any() and in_box.any()):
+            continue
+        uv = io_to_patch(points[in_box], box, patch_size=size)
+        distance = np.clip(mask_signed_distance(mask), -size, size)
+        sampled = np.zeros(shape[0] * shape[1])
+        sampled[in_box] = ndimage.map_coordinates(distance, [uv[:, 1], uv[:, 0]], order=1,
+                                                  mode="nearest") * (side / size)
+        sampled = sampled.reshape(shape)
+        wins = (sampled > 0) & ((sampled > depth) | ((sampled == depth) & (labels > k + 1)))
+        depth[wins], labels[wins] = sampled[wins], k + 1
+    return labels
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_paste_masks_equals_sampling_every_pixel_of_the_box(seed):
+    # paste_masks samples only the pixels near each mask; no pixel may differ from
+    # sampling the whole box, wherever the masks lie in their patches (at the edges too),
+    # whatever their shape, with overlapping boxes, up- and downscaled.
+    rng = np.random.default_rng(seed)
+    size = 32
+    masks = np.zeros((5, size, size), bool)
+    for k in range(5):
+        r0, c0 = rng.integers(0, size, 2)
+        r1, c1 = rng.integers(1, size + 1, 2)
+        masks[k, min(r0, r1 - 1):r1, min(c0, c1 - 1):c1] = True
+        masks[k] |= rng.random((size, size)) < 0.01
+    masks[0] = True if seed == 0 else masks[0]
+    boxes = np.column_stack([rng.uniform(-20, 140, 5), rng.uniform(-20, 140, 5),
+                             rng.uniform(10, 90, 5)])
+    scale = [(1.0, 1.0), (2.5, 0.7), (0.4, 1.8)][seed % 3]
+    shape = (int(130 * scale[1]), int(110 * scale[0]))
+    pasted = paste_masks(masks, boxes, shape, scale=scale)
+    assert pasted.any()
+    assert np.array_equal(pasted, _paste_every_box_pixel(masks, boxes, shape, scale))
 
 
 def test_paste_masks_rejects_non_binary_and_bad_boxes():
