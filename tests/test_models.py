@@ -234,6 +234,21 @@ def test_mnet_save_load_identical(tiny_mnet, tmp_path):
     assert isinstance(loaded.loss["side_1"], WeightedCategoricalCrossentropy)
 
 
+def test_predictions_are_the_models_own_in_batches(tiny_mnet, trained_posenet):
+    # The inference helpers run batch by batch; the outputs must be what Model.predict
+    # gives with the same batch size, the last batch short, and nothing for no images.
+    x = _images(5, (32, 32))
+    expected = tiny_mnet.predict(x[..., None], batch_size=2, verbose=0)["fused"]
+    np.testing.assert_array_equal(predict_segmentation(tiny_mnet, x, batch_size=2), expected)
+    assert predict_segmentation(tiny_mnet, x[:0]).shape == (0, 32, 32, 3)
+    posenet = trained_posenet[0]
+    images = _images(3, (64, 32), seed=4)
+    y5, y15 = predict_heatmaps(posenet, images, batch_size=2)
+    out = posenet.predict(images[..., None], batch_size=2, verbose=0)
+    np.testing.assert_array_equal(y5, out["y_l5"][..., 0])
+    np.testing.assert_array_equal(y15, out["y_l15"][..., 0])
+
+
 def test_mnet_rejects_bad_arguments():
     with pytest.raises(ValueError, match=r"multiples of 16.*\(40, 32, 1\)"):
         build_mnet((40, 32, 1))

@@ -174,6 +174,19 @@ def _check_batch_size(batch_size, *, what):
         raise ValueError(f"{what}: batch_size must be a positive int. Received: batch_size={batch_size!r}")
 
 
+def _predict(model: keras.Model, x: np.ndarray, batch_size: int) -> dict:
+    """The model's named outputs on ``x``, ``batch_size`` images per forward pass.
+
+    ``predict_on_batch`` on each batch runs the same compiled forward pass as
+    ``Model.predict`` with the same batches, so the outputs are identical, without the
+    setup ``predict`` pays on every call (its data adapter and callbacks: 70-90 ms on a
+    CPU, more than the M-net's five patches cost). Inference calls once per image.
+    """
+    parts = [model.predict_on_batch(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+    return {name: np.concatenate([np.asarray(part[name]) for part in parts])
+            for name in parts[0]}
+
+
 def predict_heatmaps(
     model: keras.Model, images: np.ndarray, *, batch_size: int = 4
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -202,7 +215,7 @@ def predict_heatmaps(
     if x.shape[0] == 0:
         empty = np.zeros(x.shape[:3], np.float32)
         return empty, empty.copy()
-    out = model.predict(x, batch_size=batch_size, verbose=0)
+    out = _predict(model, x, batch_size)
     return (
         np.asarray(out["y_l5"], dtype=np.float32)[..., 0],
         np.asarray(out["y_l15"], dtype=np.float32)[..., 0],
@@ -234,5 +247,5 @@ def predict_segmentation(model: keras.Model, images: np.ndarray, *, batch_size: 
         raise ValueError(f"{what}: model has no 'fused' output. Received: outputs {model.output_names}")
     if x.shape[0] == 0:
         return np.zeros((*x.shape[:3], model.outputs[0].shape[-1]), np.float32)
-    out = model.predict(x, batch_size=batch_size, verbose=0)
+    out = _predict(model, x, batch_size)
     return np.asarray(out["fused"], dtype=np.float32)
