@@ -59,13 +59,25 @@ EVAL_IDS = sorted(set(PRED_IDS) & set(ANNOTATED.index))
 # Inference runs on shards (one model load per shard); each block has its own shard size.
 # The cuts depend on the ids alone (make_shards), so an image added to the sheet reruns
 # only the shard it falls into; a shard is named by its first image id.
+_CUTS = {}
+
+
+def _cut(ids, size):
+    """Shards of ``ids`` and the shard of each id, cut once per id list and size."""
+    key = (tuple(ids), size)
+    if key not in _CUTS:
+        shards = make_shards(ids, size)
+        _CUTS[key] = shards, {i: s for s, members in shards.items() for i in members}
+    return _CUTS[key]
+
+
 SHARDS = {
-    block: make_shards(PRED_IDS, config[block]["shard_size"])
+    block: _cut(PRED_IDS, config[block]["shard_size"])[0]
     for block in ("posenet", "segmentation", "whole_image")
 }
 SHARD_OF = {
-    block: {i: s for s, ids in shards.items() for i in ids}
-    for block, shards in SHARDS.items()
+    block: _cut(PRED_IDS, config[block]["shard_size"])[1]
+    for block in ("posenet", "segmentation", "whole_image")
 }
 
 
@@ -85,12 +97,12 @@ STEP_IDS = {
     "image_overlay": PRED_IDS,
 }
 STEP_SHARDS = {
-    step: make_shards(ids, config["per_image_steps"]["shard_size"])
+    step: _cut(ids, config["per_image_steps"]["shard_size"])[0]
     for step, ids in STEP_IDS.items()
 }
 STEP_SHARD_OF = {
-    step: {i: s for s, ids in shards.items() for i in ids}
-    for step, shards in STEP_SHARDS.items()
+    step: _cut(ids, config["per_image_steps"]["shard_size"])[1]
+    for step, ids in STEP_IDS.items()
 }
 
 
