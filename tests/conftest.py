@@ -58,6 +58,18 @@ def write_config(workdir, **overrides) -> Path:
     return path
 
 
+def trained_models(run) -> dict:
+    """Config overrides that take every network from the models a run trained."""
+    models = Path(run) / "results/models"
+    return {
+        "posenet": {"model": str(models / "posenet.keras")},
+        "segmentation": {"mnet_model": str(models / "mnet.keras"),
+                         "unet_model": str(models / "unet.keras")},
+        "whole_image": {"mnet_model": str(models / "mnet_whole.keras"),
+                        "unet_model": str(models / "unet_whole.keras")},
+    }
+
+
 @pytest.fixture(scope="session")
 def tiny_cohort(tmp_path_factory):
     """A tiny demo cohort (10 images) written by the library, in a folder whose name has

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import REPO, SNAKEMAKE, run_snakemake, write_config
+from conftest import REPO, SNAKEMAKE, run_snakemake, trained_models, write_config
 from lumbar_core.workflow.per_image import image_paths
 
 #: Tables and cohort files a run writes once.
@@ -132,15 +132,10 @@ def test_a_shard_with_an_unreadable_film_completes_and_records_it_excluded(
     bad["image_id"], bad["image"] = "broken_film", str(broken)
     sheet_path = tmp_path / "archive.tsv"
     pd.concat([test, bad]).to_csv(sheet_path, sep="\t", index=False)
-    models = reference_run / "results/models"
     config = write_config(
         tmp_path, samples=str(sheet_path),
         per_image_steps={"jobs": "shard", "shard_size": 100},  # one shard holds every film
-        posenet={"model": str(models / "posenet.keras")},
-        segmentation={"mnet_model": str(models / "mnet.keras"),
-                      "unet_model": str(models / "unet.keras")},
-        whole_image={"mnet_model": str(models / "mnet_whole.keras"),
-                     "unet_model": str(models / "unet_whole.keras")},
+        **trained_models(reference_run),
         levelset={"params_file": str(reference_run / "results/levelset/params.json")},
     )
     run_snakemake(tmp_path, "all", configfile=config)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO, run_snakemake, write_config
+from conftest import REPO, run_snakemake, trained_models, write_config
 
 pytestmark = pytest.mark.workflow
 
@@ -128,14 +128,9 @@ def test_inference_only_and_mixed_sheets(reference_run, tiny_cohort, tmp_path):
     test.loc[test["image_id"].isin(unlabelled), "annotation"] = ""
     mixed = tmp_path / "mixed.tsv"
     test.to_csv(mixed, sep="\t", index=False)
-    models = reference_run / "results/models"
     config = write_config(
         tmp_path, samples=str(mixed),
-        posenet={"model": str(models / "posenet.keras")},
-        segmentation={"mnet_model": str(models / "mnet.keras"),
-                      "unet_model": str(models / "unet.keras")},
-        whole_image={"mnet_model": str(models / "mnet_whole.keras"),
-                     "unet_model": str(models / "unet_whole.keras")},
+        **trained_models(reference_run),
         keep_intermediates=False,
     )
     dry = run_snakemake(tmp_path, "-n", "all", configfile=config).stdout
