@@ -40,12 +40,15 @@ every image stops after peak selection).
 (``per_image_steps`` in config.yaml, rule ``<step>_shard``) instead of one job per image;
 the per-stage table then counts shard jobs.
 
+``--no-loop`` times Snakemake alone (a large N without the loop's hour).
+
 ``--shard-size K`` sets the images per ``pose_infer``, ``mnet_infer`` and ``unet_infer``
 job instead of the shard sizes of ``config.yaml`` (larger shards pay the model jobs'
 start-up fewer times).
 
 Usage: ``python benchmarks/throughput.py [-n N] [--cores C] [--sources K]
-[--models DIR | --untrained] [--jobs image|shard] [--shard-size K] [--groups] [--workdir DIR]``
+[--models DIR | --untrained] [--jobs image|shard] [--shard-size K] [--no-loop] [--groups]
+[--workdir DIR]``
 """
 
 import argparse
@@ -355,7 +358,7 @@ def _print_stages(n, loop_times, jobs, cores):
         extra = (wall - loop_s) / count if count else float("nan")
         print(f"{stage:<16} {loop_s / n:8.3f} {count:5d} {wall / n:9.3f} {cpu / n:8.3f} "
               f"{(wall - loop_s) / n:11.3f} {extra:8.2f}")
-    total_loop = sum(loop_times.values())
+    total_loop = sum(loop_times.values()) if loop_times else float("nan")
     total_jobs = sum(w for _, w, _ in jobs.values())
     print(f"{'total':<16} {total_loop / n:8.3f} {sum(c for c, _, _ in jobs.values()):5d} "
           f"{total_jobs / n:9.3f} {sum(c for _, _, c in jobs.values()) / n:8.3f} "
@@ -386,10 +389,14 @@ def main(argv=None):
                              "(per_image_steps.jobs; default image)")
     parser.add_argument("--shard-size", type=int, default=None, help="images per pose_infer, "
                         "mnet_infer and unet_infer job (default: the shard sizes of config.yaml)")
+    parser.add_argument("--no-loop", action="store_true", help="time Snakemake only (no "
+                        "in-process loop: no ratio, loop column or mask comparison)")
     parser.add_argument("--seed", type=int, default=0, help="phantom and model seed")
     parser.add_argument("--workdir", type=Path, default=None, help="keep everything in this "
                         "folder (default: a temporary folder, removed at the end)")
     args = parser.parse_args(argv)
+    if args.groups and args.no_loop:
+        parser.error("--groups compares with the loop; it cannot go with --no-loop")
     if args.shard_size is not None and args.shard_size < 1:
         parser.error(f"--shard-size must be >= 1; got {args.shard_size}")
     if args.n < 1 or args.sources < 1 or args.cores < 1:
@@ -443,11 +450,12 @@ def _benchmark(args, work):
           f"shards); {os.cpu_count()} CPU cores; level set at most "
           f"{config['levelset']['iterations']} iterations")
 
-    rows = []
-    load0 = _load()
-    (loop_times, detected), loop_s = _in_fresh_process(run_loop, str(work / "loop"), str(sheet),
-                                                       config, models)
-    rows.append(("in-process loop (1 process)", loop_s, load0, _load()))
+    rows, loop_times = [], {}
+    if not args.no_loop:
+        load0 = _load()
+        (loop_times, detected), loop_s = _in_fresh_process(
+            run_loop, str(work / "loop"), str(sheet), config, models)
+        rows.append(("in-process loop (1 process)", loop_s, load0, _load()))
     load0 = _load()
     if args.jobs == "shard":
         _import_root()
@@ -467,12 +475,14 @@ def _benchmark(args, work):
                                        cores=args.cores, extra=_group_options())
         rows.append((f"snakemake --cores {args.cores} --groups", grp_s, load0, _load()))
 
-    print(f"five centres found in {len(detected)} of {n} images (the others skip crop, "
-          "M-net and level set)")
+    if loop_times:
+        print(f"five centres found in {len(detected)} of {n} images (the others skip crop, "
+              "M-net and level set)")
     print(f"\n{'way':<36} {'seconds':>8} {'images/s':>9} {'load 1-min start/end':>21}")
     for name, seconds, before, after in rows:
         print(f"{name:<36} {seconds:8.1f} {n / seconds:9.3f} {before:10.2f} / {after:<8.2f}")
-    print(f"ratio snakemake / loop: {smk_s / loop_s:.2f}x (goal <= 1.2x)")
+    if loop_times:
+        print(f"ratio snakemake / loop: {smk_s / loop_s:.2f}x (goal <= 1.2x)")
     if args.groups:
         grouped = grp_log.read_text().count("group job")
         print(f"ratio snakemake --groups / loop: {grp_s / loop_s:.2f}x; group jobs in its log: "
@@ -486,8 +496,9 @@ def _benchmark(args, work):
           "is parsing, the DAG, scheduling and cores left idle")
     for label, seconds in startup_seconds().items():
         print(f"a fresh interpreter importing {label}: {seconds:.1f} s")
-    same = same_outputs(work / "loop", work / "snakemake", ids)
-    print(f"identical level-set masks, loop vs snakemake: {same} of {n} images")
+    if loop_times:
+        same = same_outputs(work / "loop", work / "snakemake", ids)
+        print(f"identical level-set masks, loop vs snakemake: {same} of {n} images")
     if args.workdir:
         print(f"files kept in {work}")
 
