@@ -56,9 +56,6 @@ TRAIN_IDS = sorted(ANNOTATED.index[ANNOTATED["split"] == "train"])
 VAL_IDS = sorted(ANNOTATED.index[ANNOTATED["split"] == "val"])
 PRED_IDS = sorted(SAMPLES.index[SAMPLES["split"].isin(config["predict_splits"])])
 EVAL_IDS = sorted(set(PRED_IDS) & set(ANNOTATED.index))
-# Inference runs on shards (one model load per shard); each block has its own shard size.
-# The cuts depend on the ids alone (make_shards), so an image added to the sheet reruns
-# only the shard it falls into; a shard is named by its first image id.
 _CUTS = {}
 
 
@@ -71,6 +68,9 @@ def _cut(ids, size):
     return _CUTS[key]
 
 
+# Inference runs on shards (one model load per shard); each block has its own shard size.
+# The cuts depend on the ids alone (make_shards), so an image added to the sheet reruns
+# only the shard it falls into; a shard is named by its first image id.
 SHARDS = {
     block: _cut(PRED_IDS, config[block]["shard_size"])[0]
     for block in ("posenet", "segmentation", "whole_image")

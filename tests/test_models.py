@@ -262,7 +262,7 @@ _JAX_SCRIPT = textwrap.dedent("""
     import sys
     import numpy as np
     import keras
-    from lumbar_core.models import build_mnet, load_model, mnet_loss
+    from lumbar_core.models import build_mnet, load_model, mnet_loss, predict_segmentation
     assert keras.backend.backend() == "jax", keras.backend.backend()
     model = build_mnet((32, 32, 1), num_classes=2, filters=(4, 4, 4, 4, 4))
     model.compile(optimizer="adam", loss=mnet_loss())
@@ -272,6 +272,8 @@ _JAX_SCRIPT = textwrap.dedent("""
     assert np.isfinite(loss), loss
     saved = load_model(sys.argv[1])
     np.save(sys.argv[2], keras.ops.convert_to_numpy(saved(x, training=False)["fused"]))
+    np.testing.assert_array_equal(predict_segmentation(saved, x[..., 0], batch_size=1),
+                                  saved.predict(x, batch_size=1, verbose=0)["fused"])
     print("jax ok", loss)
     """)
 
