@@ -135,9 +135,10 @@ def make_shards(image_ids, shard_size: int) -> dict[str, list[str]]:
     falls into (or splits that shard in two, when the new id is itself a cut), and removing
     one changes only its own shard (or merges it into the one before, when the id was a
     cut), so the sharded jobs of every other shard keep their outputs; cuts every
-    ``shard_size`` positions would shift every later shard and rerun its jobs. A shard's key is its first id. Shards hold ``shard_size`` ids on average
-    and vary as waiting times do (100,000 ids in shards of 64: 1,632 shards of 1 to 393
-    ids); ``shard_size`` 1 gives one id a shard.
+    ``shard_size`` positions would shift every later shard and rerun its jobs. A shard's
+    key is its first id. Shards hold ``shard_size`` ids on average and vary as waiting
+    times do (100,000 ids in shards of 64: 1,632 shards of 1 to 393 ids); ``shard_size`` 1
+    gives one id a shard.
 
     Examples
     --------
