@@ -5,7 +5,7 @@ import pytest
 
 from lumbar_core import LEVELS, io
 from lumbar_core.metrics import METHODS
-from lumbar_core.steps.evaluate import PREDICTION_SOURCES, metrics, qc
+from lumbar_core.steps.evaluate import PREDICTION_SOURCES, metrics, qc, tables
 
 
 def _metrics_inputs(tmp_path, *, detected=True, points_status="ok"):
@@ -103,3 +103,12 @@ def test_qc_of_a_clean_cohort_is_an_empty_table_with_its_columns(tmp_path):
     assert qc(geometry=[ok], points=[ok], peaks=[ok], out=tmp_path / "qc.tsv") == []
     table = io.read_table(tmp_path / "qc.tsv")
     assert table.empty and table.columns.tolist() == ["image_id", "stage", "status", "message"]
+
+
+def test_tables_without_an_image_to_evaluate_say_so(tmp_path):
+    qc_tsv = tmp_path / "qc.tsv"
+    qc(geometry=[], points=[], peaks=[], out=qc_tsv)
+    with pytest.raises(ValueError, match="no image to evaluate.*predict_splits"):
+        tables(segmentation=[], localization=[], qc=qc_tsv, sheet=[],
+               table1_stem=tmp_path / "table1", table2_stem=tmp_path / "table2")
+    assert not list(tmp_path.glob("table*"))

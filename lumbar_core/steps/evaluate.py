@@ -163,11 +163,22 @@ def tables(*, segmentation: Sequence[StrPath], localization: Sequence[StrPath], 
         Bootstrap resamples of the confidence intervals; default 2000.
     seed : int, optional
         Seed of the bootstrap; default 0.
+
+    Raises
+    ------
+    ValueError
+        No image to evaluate: no annotated image in the splits the run predicts (or, in
+        a fresh clone, no demo cohort written yet).
     """
     import pandas as pd
 
     from ..tables import table1, table2, write_table
 
+    if not localization:
+        raise ValueError(
+            "Tables 1 and 2 have no image to evaluate: the sample sheet has no annotated "
+            "image in the splits of `predict_splits` (in a fresh clone the demo cohort is "
+            "written first: `snakemake make_demo_cohort`, or `make demo`)")
     sheet = pd.DataFrame(sheet)
     loc, seg = read_rows(localization), read_rows(segmentation)
     excluded = loc["status"].astype(str).str.startswith("excluded")
