@@ -24,6 +24,7 @@ __all__ = [
     "load_io",
     "load_geometry",
     "read_rows",
+    "NO_IMAGE_IN_SPLITS",
 ]
 
 #: Scale of ``Io`` stored as uint16.
@@ -31,6 +32,11 @@ U16 = 65535.0
 
 #: A path argument: ``str`` or any ``os.PathLike``.
 StrPath = str | PathLike
+
+#: Why a cohort-wide step got no image, and what to do (a fresh clone's first mistake).
+NO_IMAGE_IN_SPLITS = (
+    "the sample sheet has no {what}image in the splits of `predict_splits` (in a fresh clone "
+    "the demo cohort is written first: `snakemake make_demo_cohort`, or `make demo`)")
 
 
 def record(status: str, message: str = "") -> dict:

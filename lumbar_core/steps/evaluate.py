@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import LEVELS, io
 from ..metrics import METHODS
-from ._common import StrPath, image_id_of, read_rows
+from ._common import NO_IMAGE_IN_SPLITS, StrPath, image_id_of, read_rows
 
 __all__ = ["PREDICTION_SOURCES", "QC_COLUMNS", "metrics", "qc", "tables"]
 
@@ -175,10 +175,8 @@ def tables(*, segmentation: Sequence[StrPath], localization: Sequence[StrPath], 
     from ..tables import table1, table2, write_table
 
     if not localization:
-        raise ValueError(
-            "Tables 1 and 2 have no image to evaluate: the sample sheet has no annotated "
-            "image in the splits of `predict_splits` (in a fresh clone the demo cohort is "
-            "written first: `snakemake make_demo_cohort`, or `make demo`)")
+        raise ValueError("Tables 1 and 2 have no image to evaluate: "
+                         + NO_IMAGE_IN_SPLITS.format(what="annotated "))
     sheet = pd.DataFrame(sheet)
     loc, seg = read_rows(localization), read_rows(segmentation)
     excluded = loc["status"].astype(str).str.startswith("excluded")

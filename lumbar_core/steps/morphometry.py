@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import LEVELS, io
-from ._common import StrPath, read_rows, status_of
+from ._common import NO_IMAGE_IN_SPLITS, StrPath, read_rows, status_of
 
 __all__ = ["morphometry", "morphometry_table", "fracture_figure"]
 
@@ -100,11 +100,20 @@ def morphometry_table(*, heights: Sequence[StrPath], out_rows: StrPath,
     -------
     dict
         ``rows`` (how many) and ``agreement`` (the rows of ``out_agreement``).
+
+    Raises
+    ------
+    ValueError
+        No image to measure: no image in the splits the run predicts (or, in a fresh clone,
+        no demo cohort written yet).
     """
     import pandas as pd
 
     from ..morphometry import agreement_summary
 
+    if not heights:
+        raise ValueError("The morphometry table has no image to measure: "
+                         + NO_IMAGE_IN_SPLITS.format(what=""))
     rows = read_rows(heights)
     io.write_table(out_rows, rows)
     counts = (rows.dropna(subset=["grade"]).groupby(["source", "grade"]).size()
