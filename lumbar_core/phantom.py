@@ -212,8 +212,9 @@ def render_phantom(seed: int, *, modality: str = "DR", abnormal: bool = False,
     the pedicles), facet joint spaces, a second fainter cortical outline of every body
     shifted by 0.6-3 mm (axial rotation or lateral tilt doubling the end plates and
     posterior walls) in 60 % of films, vacuum phenomena in narrowed discs, the psoas,
-    and bowel content as mottled texture (gas bubbles in stool) with gas-filled
-    loops over L1 to the pelvis; a thick back behind the spinous processes, a flat
+    and bowel content as mottled texture (gas bubbles in stool) with clusters of
+    rounded gas-filled loops over L1 to the pelvis, in front of the spine and over the
+    front of the bodies; a thick back behind the spinous processes, a flat
     torso section whose outline shows, the thighs and a large soft pelvic mass over
     L4-S1; a power-law soft-tissue background; normal spines may show age-typical
     degeneration (narrowed discs, sclerotic end plates, osteophytes) but no fracture
@@ -1207,7 +1208,7 @@ def _render_film(p, anatomy, frame, rng, noise_rng, texture_rng, gas_rng):
     look["mu_per_mm"] = float(rng.uniform(0.017, 0.021))
     # Bodies only a little brighter than the soft tissue over them; the pelvis and
     # ribs, crossed over a long path by the beam, stay dense.
-    look["bone_contrast"] = float(rng.uniform(0.4, 0.65) * (1.0 - 0.12 * max(d - 1.0, 0.0)))
+    look["bone_contrast"] = float(rng.uniform(0.3, 0.5) * (1.0 - 0.12 * max(d - 1.0, 0.0)))
     look["pelvis_contrast"] = float(rng.uniform(0.7, 1.1))
     we = (soft.we + np.float32(look["bone_contrast"]) * bone.we
           + np.float32(look["pelvis_contrast"]) * pelvis.we)
@@ -1391,7 +1392,7 @@ def _add_pelvic_mass(canvas, p, anatomy, rng, look):
 
 def _add_bowel(soft, p, anatomy, rng, look):
     """Bowel content in front of the spine: mottled stool (small gas bubbles in faeces)
-    and a few larger gas-filled loops, over L1 to the pelvis."""
+    over L1 to the pelvis, and gas-filled loops (:func:`_add_gas_loops`)."""
     frame = soft.frame
     X, Y = frame.coords(slice(0, frame.work_shape[0]), slice(0, frame.work_shape[1]))
     (_, (ay, ax)) = _spine_lines(anatomy)
@@ -1412,10 +1413,41 @@ def _add_bowel(soft, p, anatomy, rng, look):
     gas = float(rng.uniform(0.9, 2.1)) * min(max(p["difficulty"], 0.3), 1.5)
     # Bubbles with sharp walls (gas against faeces), not smooth blobs.
     bubbles = np.clip((fine - 0.3) * 3.0, 0, 1) * np.clip(coarse + 0.8, 0, None) * stool
-    loops = np.clip(coarse - 1.0, 0, 0.6) / 0.6
     look["bowel"] = {"stool": stool, "gas_mm": gas, "reach_mm": reach}
-    soft.we -= np.float32(gas) * mask * (np.minimum(bubbles, 2.5) + 1.5 * loops)
+    soft.we -= np.float32(gas) * mask * np.minimum(bubbles, 2.5)
+    _add_gas_loops(soft, p, anatomy, rng, look, reach)
 
+
+def _add_gas_loops(soft, p, anatomy, rng, look, reach):
+    """Gas-filled bowel loops: clusters of rounded gas cells 10-30 mm across (the colon's
+    haustra, small-bowel loops) in front of the spine and over the front half of the
+    bodies, from a few cells to most of the abdomen, each a soft-walled ellipsoid of gas
+    (darkest at its centre, as a gas sphere's chord)."""
+    (_, (ay, ax)) = _spine_lines(anatomy)
+    size, d = p["size"], min(max(p["difficulty"], 0.3), 1.5)
+    y0 = float(anatomy["outlines"]["L1"][0][1])
+    y1 = float(anatomy["hip"][1])
+    n_clusters = int(rng.integers(1, 6))
+    counts = []
+    for _ in range(n_clusters):
+        cy = rng.uniform(y0, y1)
+        cx = float(np.interp(cy, ay, ax)) + rng.uniform(-10.0, 0.8 * reach / size) * size
+        spread = rng.uniform(15.0, 40.0) * size
+        n = int(rng.poisson(rng.uniform(3.0, 25.0) * d))
+        counts.append(n)
+        fill = rng.uniform(0.2, 0.6)
+        for _ in range(n):
+            centre = np.array([cx, cy]) + rng.normal(0.0, spread, 2)
+            a = rng.uniform(5.0, 15.0) * size
+            # At most 20 mm behind the anterior walls at every row the cell covers: over
+            # the front of the bodies only.
+            wall = np.interp(centre[1] + np.linspace(-a, a, 17), ay, ax).max()
+            centre[0] = max(centre[0], float(wall) + a - 20.0 * size)
+            b = a * rng.uniform(0.6, 1.0)
+            angle = rng.uniform(0, math.pi)
+            soft.ellipsoid(centre, (math.cos(angle), math.sin(angle)), a, b,
+                           -2.0 * b * fill * rng.uniform(0.7, 1.0), power=0.5)
+    look["gas_loops"] = counts
 
 
 def _texture(rng, shape, work_mm):

@@ -468,3 +468,23 @@ def test_film_is_deterministic_and_markers_vary():
         _, _, meta = render_phantom(seed, style="film", marker=True, **kw)
         texts.add(meta["marker"].get("text", meta["marker"]["letter"]))
     assert len(texts) >= 3 and {t[0] for t in texts} == {"L", "R"}, texts
+
+
+def test_film_bowel_gas_loops_lie_in_front_of_the_spine():
+    # Real lateral films show clusters of rounded gas cells in the bowel in front of the
+    # spine, overlying the front of the bodies but never their back half or the canal.
+    for seed in range(6):
+        p, anatomy, frame, streams = phantom._spine(seed, "DR", False, 1.0, "film", {})
+        canvas = phantom._Canvas(frame)
+        look = {}
+        phantom._add_gas_loops(canvas, p, anatomy, streams[3], look, reach=130.0)
+        assert len(look["gas_loops"]) >= 1
+        gas = canvas.we < -0.5
+        X, Y = frame.coords(slice(0, frame.work_shape[0]), slice(0, frame.work_shape[1]))
+        (_, (ay, ax)) = phantom._spine_lines(anatomy)
+        front = X - np.interp(Y, ay, ax)  # mm in front of the anterior walls
+        if sum(look["gas_loops"]):
+            assert gas.any(), seed
+            # Darkest at the centre of a cell: a gas sphere's chord, several mm of water.
+            assert canvas.we.min() < -4.0, seed
+        assert (front[gas] >= -20.0 * p["size"] - 0.5).all(), seed
