@@ -1420,9 +1420,10 @@ def _add_bowel(soft, p, anatomy, rng, look):
 
 def _add_gas_loops(soft, p, anatomy, rng, look, reach):
     """Gas-filled bowel loops: clusters of rounded gas cells 10-30 mm across (the colon's
-    haustra, small-bowel loops) in front of the spine and over the front half of the
-    bodies, from a few cells to most of the abdomen, each a soft-walled ellipsoid of gas
-    (darkest at its centre, as a gas sphere's chord)."""
+    haustra, small-bowel loops) in front of the spine and over the front of the bodies
+    (at most 20 mm, scaled by the patient's size, behind the anterior walls), from a few
+    cells to most of the abdomen, each a soft-walled ellipsoid of gas (darkest at its
+    centre, as a gas sphere's chord)."""
     (_, (ay, ax)) = _spine_lines(anatomy)
     size, d = p["size"], min(max(p["difficulty"], 0.3), 1.5)
     y0 = float(anatomy["outlines"]["L1"][0][1])
