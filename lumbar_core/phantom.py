@@ -1390,6 +1390,12 @@ def _add_pelvic_mass(canvas, p, anatomy, rng, look):
     canvas.ellipsoid(centre, (1.0, 0.0), a, b, amp, power=2.0)
 
 
+def _gas_scale(difficulty: float) -> float:
+    """How much bowel gas a film of this ``difficulty`` holds, relative to difficulty 1:
+    the difficulty itself, kept within [0.3, 1.5] (an easy film still has some gas)."""
+    return min(max(difficulty, 0.3), 1.5)
+
+
 def _add_bowel(soft, p, anatomy, rng, look):
     """Bowel content in front of the spine: mottled stool (small gas bubbles in faeces)
     over L1 to the pelvis, and gas-filled loops (:func:`_add_gas_loops`)."""
@@ -1410,7 +1416,7 @@ def _add_bowel(soft, p, anatomy, rng, look):
                            12.0 / frame.work_mm)
     coarse /= max(float(coarse.std()), 1e-6)
     stool = float(rng.uniform(0.5, 1.0))
-    gas = float(rng.uniform(0.9, 2.1)) * min(max(p["difficulty"], 0.3), 1.5)
+    gas = float(rng.uniform(0.9, 2.1)) * _gas_scale(p["difficulty"])
     # Bubbles with sharp walls (gas against faeces), not smooth blobs.
     bubbles = np.clip((fine - 0.3) * 3.0, 0, 1) * np.clip(coarse + 0.8, 0, None) * stool
     look["bowel"] = {"stool": stool, "gas_mm": gas, "reach_mm": reach}
@@ -1425,7 +1431,7 @@ def _add_gas_loops(soft, p, anatomy, rng, look, reach):
     cells to most of the abdomen, each a soft-walled ellipsoid of gas (darkest at its
     centre, as a gas sphere's chord)."""
     (_, (ay, ax)) = _spine_lines(anatomy)
-    size, d = p["size"], min(max(p["difficulty"], 0.3), 1.5)
+    size, scale = p["size"], _gas_scale(p["difficulty"])
     y0 = float(anatomy["outlines"]["L1"][0][1])
     y1 = float(anatomy["hip"][1])
     n_clusters = int(rng.integers(1, 6))
@@ -1434,7 +1440,7 @@ def _add_gas_loops(soft, p, anatomy, rng, look, reach):
         cy = rng.uniform(y0, y1)
         cx = float(np.interp(cy, ay, ax)) + rng.uniform(-10.0, 0.8 * reach / size) * size
         spread = rng.uniform(15.0, 40.0) * size
-        n = int(rng.poisson(rng.uniform(3.0, 25.0) * d))
+        n = int(rng.poisson(rng.uniform(3.0, 25.0) * scale))
         counts.append(n)
         fill = rng.uniform(0.2, 0.6)
         for _ in range(n):
@@ -1908,7 +1914,7 @@ def _add_gas(canvas, p, anatomy, rng, look):
         x_ant = float(np.interp(y, ay, ax))
         over_body = rng.random() < 0.4
         x = x_ant + (rng.uniform(-14.0, 4.0) if over_body else rng.uniform(5.0, 110.0)) * size
-        depth = rng.uniform(12.0, 40.0) * min(max(d, 0.3), 1.5)
+        depth = rng.uniform(12.0, 40.0) * _gas_scale(d)
         # A pocket: a few overlapping soft ellipsoids (colon contents are irregular).
         for _ in range(int(rng.integers(1, 4))):
             a = rng.uniform(5.0, 18.0) * size
