@@ -1202,8 +1202,12 @@ def _render_film(p, anatomy, frame, rng, noise_rng, texture_rng, gas_rng):
     edge_mm = float(rng.uniform(0.4, 0.8))
     look["bone_edge_mm"] = edge_mm
     bone.we = ndimage.gaussian_filter(bone.we, edge_mm / frame.work_mm)
-    _add_bowel(soft, p, anatomy, gas_rng, look)
-    _add_gas(soft, p, anatomy, gas_rng, look)
+    # Bowel gas is drawn on its own canvas, then broken up by faeces (lobulated, with
+    # stool inside it), as gas in real bowel looks: never clean round holes.
+    gas = _Canvas(frame)
+    _add_bowel(soft, gas, p, anatomy, gas_rng, look)
+    _add_gas(gas, p, anatomy, gas_rng, look)
+    soft.we += _lobulate(gas.we, gas_rng, frame.work_mm, look)
     _add_clutter(soft, texture_rng, look)
     look["mu_per_mm"] = float(rng.uniform(0.017, 0.021))
     # Bodies only a little brighter than the soft tissue over them; the pelvis and
@@ -1396,7 +1400,7 @@ def _gas_scale(difficulty: float) -> float:
     return min(max(difficulty, 0.3), 1.5)
 
 
-def _add_bowel(soft, p, anatomy, rng, look):
+def _add_bowel(soft, gas_canvas, p, anatomy, rng, look):
     """Bowel content in front of the spine: mottled stool (small gas bubbles in faeces)
     over L1 to the pelvis, and gas-filled loops (:func:`_add_gas_loops`)."""
     frame = soft.frame
@@ -1421,7 +1425,19 @@ def _add_bowel(soft, p, anatomy, rng, look):
     bubbles = np.clip((fine - 0.3) * 3.0, 0, 1) * np.clip(coarse + 0.8, 0, None) * stool
     look["bowel"] = {"stool": stool, "gas_mm": gas, "reach_mm": reach}
     soft.we -= np.float32(gas) * mask * np.minimum(bubbles, 2.5)
-    _add_gas_loops(soft, p, anatomy, rng, look, reach)
+    _add_gas_loops(gas_canvas, p, anatomy, rng, look, reach)
+
+
+def _lobulate(gas, rng, work_mm, look):
+    """Break bowel gas up the way faeces do: scale its depth by a mottle of blobs a few
+    mm across (0 to 1.3 x), so that gas cells get lobulated, ragged outlines and bright
+    flecks of stool inside, and soften it by a little blur (loops overlap in depth)."""
+    mottle = ndimage.gaussian_filter(rng.standard_normal(gas.shape, dtype=np.float32),
+                                     4.0 / work_mm)
+    mottle /= max(float(mottle.std()), 1e-6)
+    bias = float(rng.uniform(0.5, 0.9))
+    look["gas_mottle_bias"] = bias
+    return ndimage.gaussian_filter(gas * np.clip(bias + 0.6 * mottle, 0, 1.4), 1.0 / work_mm)
 
 
 def _add_gas_loops(soft, p, anatomy, rng, look, reach):
@@ -1440,7 +1456,7 @@ def _add_gas_loops(soft, p, anatomy, rng, look, reach):
         cy = rng.uniform(y0, y1)
         cx = float(np.interp(cy, ay, ax)) + rng.uniform(-10.0, 0.8 * reach / size) * size
         spread = rng.uniform(15.0, 40.0) * size
-        n = int(rng.poisson(rng.uniform(3.0, 25.0) * scale))
+        n = int(rng.poisson(rng.uniform(4.0, 30.0) * scale))
         counts.append(n)
         fill = rng.uniform(0.2, 0.6)
         for _ in range(n):

@@ -488,3 +488,27 @@ def test_film_bowel_gas_loops_lie_in_front_of_the_spine():
             # Darkest at the centre of a cell: a gas sphere's chord, several mm of water.
             assert canvas.we.min() < -4.0, seed
         assert (front[gas] >= -20.0 * p["size"] - 0.5).all(), seed
+
+
+def test_film_bowel_gas_is_broken_up_by_stool():
+    # Gas in real bowel has ragged, lobulated outlines with flecks of stool inside it,
+    # never clean round holes: the film style scales each cell's depth by a mottle, and
+    # keeps the gas where the loops are.
+    for seed in range(4):
+        p, anatomy, frame, streams = phantom._spine(seed, "DR", False, 1.0, "film", {})
+        canvas = phantom._Canvas(frame)
+        phantom._add_gas_loops(canvas, p, anatomy, streams[3], {}, reach=130.0)
+        drawn = canvas.we
+        look = {}
+        gas = phantom._lobulate(drawn, streams[3], frame.work_mm, look)
+        assert 0.5 <= look["gas_mottle_bias"] <= 0.9
+        cells = drawn < -4.0  # well inside a cell
+        if not cells.any():
+            continue
+        ratio = gas[cells] / drawn[cells]
+        # Depth varies inside a cell (stool in the gas), from nearly none to deeper.
+        assert ratio.std() > 0.2 and ratio.min() < 0.3 and ratio.max() > 1.0, seed
+        # No gas where no loop was drawn (beyond the 1 mm blur).
+        near = ndimage.binary_dilation(drawn < -0.01, iterations=int(3 / frame.work_mm) + 1)
+        assert (gas[~near] > -0.05).all(), seed
+        assert gas.min() >= 1.4 * drawn.min() - 1e-3, seed
