@@ -1186,8 +1186,7 @@ def _render_film(p, anatomy, frame, rng, noise_rng, texture_rng, gas_rng):
     texture = _texture(texture_rng, frame.work_shape, frame.work_mm)
     texture *= np.float32(0.6)
     _add_torso(soft, p, anatomy, rng, look)
-    # A thinner-looking cortex: real bodies show a soft rim, not a bright frame.
-    _add_spine(bone, {**p, "cortex_density": 0.7 * p["cortex_density"]}, anatomy, texture)
+    _add_spine(bone, _film_bone(p), anatomy, texture)
     _add_spine_film(bone, soft, p, anatomy, rng, look)
     # Posterior elements: a second busy band behind the bodies, as dense as the bodies
     # in projection (both sides add up), so drawn again with the denser weight.
@@ -1308,6 +1307,15 @@ def _render_film(p, anatomy, frame, rng, noise_rng, texture_rng, gas_rng):
     image = _full_resolution(t1, sigma, frame, noise_rng, p["modality"], lo, hi,
                              lut, lines=lines, noise_pitch=None if p["modality"] == "DR" else 2)
     return image, look
+
+
+def _film_bone(p: dict) -> dict:
+    """The film style's bone weights for :func:`_add_spine`: a thinner-looking cortex
+    (real bodies show a soft rim, not a bright frame), a fainter trabecular core and
+    denser end plates, so that a body is little brighter than the tissue over it but
+    its end plates show as bright lines, as on real films."""
+    return {**p, "cortex_density": 0.7 * p["cortex_density"],
+            "bone_density": 0.7 * p["bone_density"], "plate_gain": 0.6}
 
 
 def _add_spine_film(bone, soft, p, anatomy, rng, look):
@@ -1745,7 +1753,7 @@ def _add_spine(canvas, p, anatomy, texture):
     for idx, name in enumerate(_LEVELS):
         o, b = outlines[name], bodies[name]
         dens = b["density"]
-        gain = 0.3
+        gain = p.get("plate_gain", 0.3)
         touches = {name, _LEVELS[idx + 1] if idx + 1 < len(_LEVELS) else None}
         # Disc below a body is named after it; the body above a narrowed disc also
         # gets the sclerosis at its lower plate (both plates share the factor).

@@ -512,3 +512,28 @@ def test_film_bowel_gas_is_broken_up_by_stool():
         near = ndimage.binary_dilation(drawn < -0.01, iterations=int(3 / frame.work_mm) + 1)
         assert (gas[~near] > -0.05).all(), seed
         assert gas.min() >= 1.4 * drawn.min() - 1e-3, seed
+
+
+def _plate_to_core(canvas, frame, o):
+    # Bone along the body's mid-line, from the upper to the lower end plate: the densest
+    # value near each plate over the median of the middle fifth.
+    t = np.linspace(0, 1, 201)[:, None]
+    w = np.round(frame.to_work(o[1][None] * (1 - t) + o[5][None] * t)).astype(int)
+    values = canvas.we[w[:, 1], w[:, 0]]
+    core = np.median(values[80:121])
+    return min(values[:15].max(), values[-15:].max()) / core
+
+
+def test_film_end_plates_show_as_bright_lines_over_a_faint_core():
+    # On real films a body is little brighter than the tissue over it, but its end
+    # plates show as bright lines: the film style's bone weights give end plates at
+    # least three times the core's line integral, far more than the classic weights.
+    for seed in range(4):
+        p, anatomy, frame, _ = phantom._spine(seed, "DR", False, 1.0, "film", {})
+        zero = np.zeros(frame.work_shape, np.float32)
+        ratios = []
+        for weights in (p, phantom._film_bone(p)):
+            canvas = phantom._Canvas(frame)
+            phantom._add_spine(canvas, weights, anatomy, zero)
+            ratios.append(_plate_to_core(canvas, frame, anatomy["outlines"]["L3"]))
+        assert ratios[1] > 3.0 and ratios[1] > 1.4 * ratios[0], (seed, ratios)
