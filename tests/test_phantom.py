@@ -514,6 +514,31 @@ def test_film_bowel_gas_is_broken_up_by_stool():
         assert gas.min() >= 1.4 * drawn.min() - 1e-3, seed
 
 
+def test_film_foramina_show_as_dark_keyholes_between_the_lateral_masses():
+    # On real films the posterior band is as bright as the bodies, with the dark
+    # intervertebral foramina in it behind each disc: the film style's lateral masses
+    # (pedicles and articular processes) cover each pedicle with bone and leave the
+    # foramen between two levels' pedicles bare.
+    for seed in range(4):
+        p, anatomy, frame, _ = phantom._spine(seed, "DR", False, 1.0, "film", {})
+        canvas = phantom._Canvas(frame)
+        look = {}
+        phantom._add_lateral_masses(canvas, p, anatomy, np.random.default_rng(seed), look)
+        assert 30.0 <= look["lateral_mass_mm"] <= 50.0
+        r = int(1.5 / frame.work_mm)
+        for upper, lower in zip(phantom._LUMBAR[:-1], phantom._LUMBAR[1:]):
+            o, n = anatomy["outlines"][upper], anatomy["outlines"][lower]
+            back = -phantom._unit((o[0] - o[2]) + (o[6] - o[4]))
+            hp = float(np.linalg.norm(o[2] - o[4]))
+            pedicle = o[2] + 7.0 * p["size"] * back + 0.31 * hp * phantom._unit(o[4] - o[2])
+            foramen = (o[4] + n[2]) / 2 + 7.0 * p["size"] * back
+            (pc, pr), (fc, fr) = np.round(frame.to_work(np.stack([pedicle, foramen])))
+            bone = np.median(canvas.we[int(pr) - r:int(pr) + r + 1, int(pc) - r:int(pc) + r + 1])
+            # 30-50 mm of bone at 0.35 x its density, mottled down to 0.3 x at most.
+            assert bone > 0.3 * 0.8 * 30.0 * 0.35 * p["bone_density"], (seed, upper, bone)
+            assert canvas.we[int(fr), int(fc)] < 0.1 * bone, (seed, upper)
+
+
 def _plate_to_core(canvas, frame, o):
     # Bone along the body's mid-line, from the upper to the lower end plate: the densest
     # value near each plate over the median of the middle fifth.
