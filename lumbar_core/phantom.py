@@ -209,7 +209,8 @@ def render_phantom(seed: int, *, modality: str = "DR", abnormal: bool = False,
     size inside it (1 % for the film style) and outside the collimator's shadow.
 
     The film style adds to the classic anatomy: transverse processes (seen end-on over
-    the pedicles), facet joint spaces, a second fainter cortical outline of every body
+    the pedicles), facet joint spaces, lateral masses (pedicles and articular processes
+    as irregular plates) around dark intervertebral foramina, a second fainter cortical outline of every body
     shifted by 0.6-3 mm (axial rotation or lateral tilt doubling the end plates and
     posterior walls) in 60 % of films, vacuum phenomena in narrowed discs, the psoas,
     and bowel content as mottled texture (gas bubbles in stool) with clusters of
