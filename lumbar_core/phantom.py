@@ -1210,9 +1210,10 @@ def _render_film(p, anatomy, frame, rng, noise_rng, texture_rng, gas_rng):
     soft.we += _lobulate(gas.we, gas_rng, frame.work_mm, look)
     _add_clutter(soft, texture_rng, look)
     look["mu_per_mm"] = float(rng.uniform(0.017, 0.021))
-    # Bodies only a little brighter than the soft tissue over them; the pelvis and
-    # ribs, crossed over a long path by the beam, stay dense.
-    look["bone_contrast"] = float(rng.uniform(0.3, 0.5) * (1.0 - 0.12 * max(d - 1.0, 0.0)))
+    # Bodies only a little brighter than the soft tissue over them, down to barely
+    # brighter (osteoporotic or heavy patients); the pelvis and ribs, crossed over a
+    # long path by the beam, stay dense.
+    look["bone_contrast"] = float(rng.uniform(0.2, 0.45) * (1.0 - 0.12 * max(d - 1.0, 0.0)))
     look["pelvis_contrast"] = float(rng.uniform(0.7, 1.1))
     we = (soft.we + np.float32(look["bone_contrast"]) * bone.we
           + np.float32(look["pelvis_contrast"]) * pelvis.we)
