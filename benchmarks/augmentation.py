@@ -124,7 +124,7 @@ def run_train(args):
         model = build_posenet(width=pose["width"], depth=pose["depth"],
                               downsample=pose["downsample"])
         history = train_model(model, train_seq, val_seq, loss=posenet_loss(), epochs=args.epochs,
-                              warmup_epochs=pose["warmup_epochs"], patience=args.epochs,
+                              warmup_epochs=pose["warmup_epochs"], patience=None,
                               seed=args.seed, log=sys.stdout)
         best = history.loc[history["best"]].iloc[0]
         found, error = _centre_error(model, val, peaks)

@@ -64,7 +64,7 @@ def overlay_config(*, n_train, n_val, n_test_per_stratum, epochs, shard_size):
                         ("shard_size", shard_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an int >= 1. Received: {name}={value!r}")
-    capped = {"epochs": epochs, "warmup_epochs": min(1, epochs - 1), "patience": epochs,
+    capped = {"epochs": epochs, "warmup_epochs": min(1, epochs - 1), "patience": None,
               "shard_size": shard_size}
     return {
         "device": "gpu",

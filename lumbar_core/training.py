@@ -648,7 +648,7 @@ def train_model(
     warmup_epochs: int,
     warmup_lr: float = 1e-5,
     lr: float = 1e-3,
-    patience: int = 10,
+    patience: int | None = 10,
     min_delta: float = 0.0,
     log=None,
     csv_log=None,
@@ -684,9 +684,10 @@ def train_model(
         Learning rate of the warm-up. Default 1e-5.
     lr : float, optional
         Learning rate after the warm-up. Default 1e-3.
-    patience : int, optional
+    patience : int or None, optional
         Stop after this many post-warm-up epochs without a validation loss below the
-        best by more than ``min_delta``. Default 10.
+        best by more than ``min_delta``; None never stops early (every epoch runs, the
+        best epoch's weights are kept all the same). Default 10.
     min_delta : float, optional
         Smallest decrease of the validation loss that counts as improvement. Default 0.
     log : text stream, optional
@@ -712,7 +713,7 @@ def train_model(
     for name, value, low in (
         ("epochs", epochs, 1),
         ("warmup_epochs", warmup_epochs, 0),
-        ("patience", patience, 1),
+        *((("patience", patience, 1),) if patience is not None else ()),
     ):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
             raise ValueError(f"{name} must be an int >= {low}. Received: {name}={value!r}")
@@ -733,9 +734,11 @@ def train_model(
     best_overall = keras.callbacks.EarlyStopping(
         monitor="val_loss", mode="min", min_delta=min_delta, patience=epochs + 1,
         restore_best_weights=True)
-    # Patience counts only the epochs after the warm-up (start_from_epoch).
+    # Patience counts only the epochs after the warm-up (start_from_epoch); without one,
+    # a patience longer than the run never stops it.
     stopping = keras.callbacks.EarlyStopping(
-        monitor="val_loss", mode="min", min_delta=min_delta, patience=int(patience),
+        monitor="val_loss", mode="min", min_delta=min_delta,
+        patience=epochs + 1 if patience is None else int(patience),
         start_from_epoch=warmup_epochs, restore_best_weights=True)
 
     def end_of_warmup(epoch, logs):

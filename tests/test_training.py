@@ -518,6 +518,23 @@ def test_train_model_early_stopping_restores_best_weights():
     assert val == pytest.approx(history["val_loss"].min(), rel=1e-5)
 
 
+def test_train_model_without_patience_runs_every_epoch_and_keeps_the_best_weights():
+    """The run of the test above, without early stopping: every epoch runs (patience 2
+    stops it after five) and the model still holds the best epoch's weights."""
+    set_seed(0)
+    model = _linear_model()
+    data = _linear_problem()
+    history = train_model(
+        model, data, data, loss="mse", epochs=8, warmup_epochs=3, warmup_lr=1e-2, lr=50.0,
+        patience=None
+    )
+    assert len(history) == 8
+    best = history["val_loss"].idxmin()
+    assert best < 3 and history["best"].tolist() == [i == best for i in range(8)]
+    val = model.evaluate(data[0], data[1], verbose=0, return_dict=True)["loss"]
+    assert val == pytest.approx(history["val_loss"].min(), rel=1e-5)
+
+
 def test_train_model_never_stops_during_warmup():
     set_seed(0)
     model = _linear_model()
