@@ -150,7 +150,8 @@ def _centre_error(model, data, peaks):
     errors = []
     for k in range(len(data[3])):
         chosen = select_peaks(y_l15[k], window=peaks["window"], min_distance=peaks["min_distance"],
-                              score_fraction=peaks["score_fraction"])
+                              score_fraction=peaks["score_fraction"],
+                              min_peak=peaks["min_peak"])
         if chosen["status"] == "ok":
             got = np.array([chosen["centres"][f"L{j}"] for j in range(1, 6)], float)
             errors.append(np.hypot(*(got - data[1][k]).T).mean())

@@ -84,7 +84,8 @@ def confidence_targets(centres, sigma2: float, shape=(512, 256)):
 
 
 def select_peaks(y_l15, *, window: int = 31, min_distance: int = 3,
-                 score_fraction: float = 0.5, n_levels: int = 5) -> dict:
+                 score_fraction: float = 0.5, min_peak: float = 0.05,
+                 n_levels: int = 5) -> dict:
     """Choose the five lumbar centres from ``yL1-5`` (docs/method.md section 2, steps 1-6).
 
     Parameters
@@ -98,6 +99,11 @@ def select_peaks(y_l15, *, window: int = 31, min_distance: int = 3,
         pairs of maxima closer than this count once.
     score_fraction : float
         Candidates scoring below this fraction of the mean score are dropped; default 0.5.
+    min_peak : float
+        A map whose maximum is below this holds no centre: the detection fails before
+        step 1 (beyond the paper; default 0.05, 0 turns it off). The targets peak at 1;
+        on a blank or featureless image the map stays under 0.01, and Otsu's threshold
+        would split its noise into hundreds of candidates.
     n_levels : int
         Number of centres to select; default 5 (L1..L5).
 
@@ -119,6 +125,12 @@ def select_peaks(y_l15, *, window: int = 31, min_distance: int = 3,
         return result
     if np.ptp(y) == 0:
         result["status"] = "failed: confidence map is constant"
+        return result
+    if not min_peak >= 0:
+        raise ValueError(f"min_peak must be >= 0; got {min_peak!r}")
+    if y.max() < min_peak:
+        result["status"] = (f"failed: no vertebra found: the confidence map peaks at "
+                            f"{y.max():.3g}, below min_peak {min_peak:g}")
         return result
     # Step 1: Otsu threshold on yL1-5; pixels below it are set to 0.
     threshold = float(threshold_otsu(y))

@@ -82,6 +82,23 @@ def test_peaks_touching_the_border():
     assert r["status"] == "ok" and r["centres"]["L5"] == [0.0, 511.0]
 
 
+def test_map_without_a_confident_peak_fails_as_no_vertebra_found():
+    # A blank film: the network's map is faint noise, which Otsu's threshold would split
+    # into hundreds of candidates and five of them into an "ok" detection.
+    rng = np.random.default_rng(0)
+    faint = 0.004 * rng.random((512, 256))
+    r = select_peaks(faint)
+    assert r["status"] == "failed: no vertebra found: the confidence map peaks at 0.004, below min_peak 0.05"
+    assert r["candidates"] == [] and r["centres"] == {}
+    assert select_peaks(faint, min_peak=0.0)["status"] == "ok"  # the paper's steps alone
+    # Weak but real peaks above the floor are judged by the paper's steps as before.
+    weak = 0.2 * _map(CENTRES)
+    assert select_peaks(weak)["status"] == "ok" == select_peaks(weak, min_peak=0.0)["status"]
+    assert select_peaks(weak, min_peak=0.25)["status"].startswith("failed: no vertebra found")
+    with pytest.raises(ValueError, match="min_peak"):
+        select_peaks(weak, min_peak=-0.1)
+
+
 def test_constant_map_fails_cleanly():
     assert select_peaks(np.zeros((512, 256)))["status"].startswith("failed")
     with pytest.raises(ValueError, match="odd"):
