@@ -119,6 +119,8 @@ def select_peaks(y_l15, *, window: int = 31, min_distance: int = 3,
         raise ValueError(f"y_l15 must be 2-D; got shape {y.shape}")
     if window < 1 or window % 2 == 0:
         raise ValueError(f"window must be a positive odd number; got {window}")
+    if not min_peak >= 0:
+        raise ValueError(f"min_peak must be >= 0; got {min_peak!r}")
     result = {"status": "ok", "otsu_threshold": None, "candidates": [], "centres": {}}
     if not np.all(np.isfinite(y)):
         result["status"] = "failed: confidence map holds non-finite values"
@@ -126,8 +128,6 @@ def select_peaks(y_l15, *, window: int = 31, min_distance: int = 3,
     if np.ptp(y) == 0:
         result["status"] = "failed: confidence map is constant"
         return result
-    if not min_peak >= 0:
-        raise ValueError(f"min_peak must be >= 0; got {min_peak!r}")
     if y.max() < min_peak:
         result["status"] = (f"failed: no vertebra found: the confidence map peaks at "
                             f"{y.max():.3g}, below min_peak {min_peak:g}")

@@ -95,8 +95,9 @@ def test_map_without_a_confident_peak_fails_as_no_vertebra_found():
     weak = 0.2 * _map(CENTRES)
     assert select_peaks(weak)["status"] == "ok" == select_peaks(weak, min_peak=0.0)["status"]
     assert select_peaks(weak, min_peak=0.25)["status"].startswith("failed: no vertebra found")
-    with pytest.raises(ValueError, match="min_peak"):
-        select_peaks(weak, min_peak=-0.1)
+    for y in (weak, np.zeros((512, 256))):
+        with pytest.raises(ValueError, match="min_peak"):
+            select_peaks(y, min_peak=-0.1)
 
 
 def test_constant_map_fails_cleanly():
