@@ -147,11 +147,12 @@ def _centre_error(model, data, peaks):
     from lumbar_core.models import predict_heatmaps
 
     _, y_l15 = predict_heatmaps(model, data[0])
+    # The config's peak settings as rule select_peaks passes them (the plausibility limits
+    # are another function's), so a setting added there is used here too.
+    settings = {key: value for key, value in peaks.items() if key != "plausibility"}
     errors = []
     for k in range(len(data[3])):
-        chosen = select_peaks(y_l15[k], window=peaks["window"], min_distance=peaks["min_distance"],
-                              score_fraction=peaks["score_fraction"],
-                              min_peak=peaks["min_peak"])
+        chosen = select_peaks(y_l15[k], **settings)
         if chosen["status"] == "ok":
             got = np.array([chosen["centres"][f"L{j}"] for j in range(1, 6)], float)
             errors.append(np.hypot(*(got - data[1][k]).T).mean())

@@ -128,9 +128,10 @@ def select_peaks(y_l15, *, window: int = 31, min_distance: int = 3,
     if np.ptp(y) == 0:
         result["status"] = "failed: confidence map is constant"
         return result
-    if y.max() < min_peak:
+    peak = float(y.max())
+    if peak < min_peak:
         result["status"] = (f"failed: no vertebra found: the confidence map peaks at "
-                            f"{y.max():.3g}, below min_peak {min_peak:g}")
+                            f"{peak:.3g}, below min_peak {min_peak:g}")
         return result
     # Step 1: Otsu threshold on yL1-5; pixels below it are set to 0.
     threshold = float(threshold_otsu(y))
