@@ -636,7 +636,7 @@ def _draw_geometry_film(rng, modality: str, difficulty: float) -> dict:
     real = REAL_GEOMETRY
     p = {"modality": modality, "difficulty": difficulty, "style": "film"}
     spacing = float(rng.uniform(0.125, 0.155))
-    rows = int(rng.integers(2000, 2601))
+    rows = int(rng.integers(2500, 3201))
     ratio = 2.0 if rng.random() < 0.2 else float(rng.uniform(0.95, 1.4))
     p["shape"] = [rows, int(round(rows / ratio))]
     p["pixel_spacing_mm"] = round(spacing, 5)
@@ -1195,7 +1195,7 @@ def _render_film(p, anatomy, frame, rng, noise_rng, texture_rng, gas_rng):
     # which leaves every other draw of the film as it was).
     _add_lateral_masses(pelvis, p, anatomy, rng.spawn(1)[0], look)
     _add_ribs(pelvis, p, anatomy, rng)
-    _add_pelvis(pelvis, p, anatomy, rng, rim=0.5)
+    _add_pelvis(pelvis, p, anatomy, rng, rim=0.5, wing_soft=10.0, femur=0.35)
     _add_pelvic_mass(pelvis, p, anatomy, rng, look)
     # Soft, rounded bone edges (the cortex is seen through the whole width of the body,
     # never exactly edge-on); the half-level contour stays on the annotated outline.
@@ -1319,7 +1319,8 @@ def _film_bone(p: dict) -> dict:
     that a body is little brighter than the tissue over it but its end plates show as
     bright lines, as on real films."""
     return {**p, "cortex_density": 0.7 * p["cortex_density"],
-            "bone_density": 0.7 * p["bone_density"], "plate_gain": 0.6}
+            "bone_density": 0.7 * p["bone_density"], "plate_gain": 0.6,
+            "fused_sacrum": True}
 
 
 def _add_spine_film(bone, soft, p, anatomy, rng, look):
@@ -1816,11 +1817,13 @@ def _add_spine(canvas, p, anatomy, texture):
             _osteophytes(canvas, o, p["osteophytes"][name], rho_c)
     # Sacrum: fused segments; their lateral masses and the alae overlap in projection.
     sacrum = anatomy["sacrum"]
-    for k, o in enumerate(sacrum):
+    for k, o in enumerate(sacrum if not p.get("fused_sacrum") else sacrum[:1]):
         depth = np.linalg.norm(o[0] - o[2])
         canvas.body(o, width=1.5 * depth, rho_t=rho_t * 0.9, rho_c=rho_c * 0.7,
                     plate_gain=0.2 if k else 0.3, plate_sigma=0.8, texture=texture,
                     tex_gain=tex_gain)
+    if p.get("fused_sacrum"):
+        _fused_sacrum(canvas, sacrum, rho_t, rho_c)
     size = p["size"]
     back = [o[3] - 14.0 * size * _unit(o[0] - o[2]) for o in sacrum]
     canvas.tube(np.array(back), 7.0 * size, rho_c * 0.8, shell=1.2, marrow=0.25, taper=0.4)
@@ -1828,6 +1831,20 @@ def _add_spine(canvas, p, anatomy, texture):
     canvas.ellipsoid((s1[1] + s1[5]) / 2 - 6.0 * size * _unit(s1[0] - s1[2]), s1[0] - s1[2],
                      30.0 * size, 24.0 * size, rho_t * 30.0, power=1.0)
     _posterior_elements(canvas, s1, "S1", size, rho_t, rho_c)
+
+
+def _fused_sacrum(canvas, sacrum, rho_t, rho_c):
+    """S2-S5 as adult films show them: one fused, tapering bone under S1, not a stack of
+    separate bodies. Each segment fills the space from the lower plate of the one above
+    to its own (no dark disc between them), with the mean chord of its width and no
+    cortical frame or end plates; only the anterior cortex shows, as a thin line down
+    the front of the sacrum."""
+    for above, o in zip(sacrum[:-1], sacrum[1:]):
+        depth = float(np.linalg.norm(o[0] - o[2]))
+        canvas.polygon(np.array([above[6], above[4], o[3], o[4], o[5], o[6], o[7]]),
+                       rho_t * 0.9 * 1.5 * depth * 0.785, soft=2.0)
+    front = np.array([pt for o in sacrum[1:] for pt in (o[0], o[7], o[6])])
+    canvas.tube(front, 1.5, rho_c * 0.5, shell=1.0, marrow=0.0, fade=0.6)
 
 
 def _unit(v):
@@ -1915,7 +1932,7 @@ def _add_ribs(canvas, p, anatomy, rng):
                         shell=1.0, marrow=0.2, taper=0.55, fade=0.9)
 
 
-def _add_pelvis(canvas, p, anatomy, rng, *, rim=1.0):
+def _add_pelvis(canvas, p, anatomy, rng, *, rim=1.0, wing_soft=3.0, femur=1.0):
     """Both hemipelves, slightly offset and magnified differently (beam divergence).
 
     The hip axis lies in front of and below the S1 plate at the pelvic tilt angle. Each
@@ -1924,7 +1941,11 @@ def _add_pelvis(canvas, p, anatomy, rng, *, rim=1.0):
     a femoral head (a sphere with its cortex) under the acetabular roof; the greater
     trochanter and femoral shaft going down; the ischium behind and the pubis in front.
     ``rim`` scales the density of the crest and the arcuate line (the film style draws
-    them fainter, as real films show them through the overlapping pelvis).
+    them fainter, as real films show them through the overlapping pelvis); ``wing_soft``
+    is the width (mm) over which the wing's edge fades in (the film style draws the edges
+    of the wing soft, the crest line alone marking its top); ``femur`` scales the
+    femoral heads, necks and shafts (the film style draws them as faint as real films
+    show them under the thick soft tissue of the hips and buttocks).
     """
     size = p["size"]
     hip = anatomy["hip"]
@@ -1946,7 +1967,7 @@ def _add_pelvis(canvas, p, anatomy, rng, *, rim=1.0):
         t = np.linspace(0, 1, 16)[:, None]
         crest = (1 - t) ** 2 * asis + 2 * t * (1 - t) * ctrl + t ** 2 * psis + shift
         lower = hip + np.array([[-45.0, -15.0], [0.0, -30.0], [35.0, -28.0]]) * mag + shift
-        canvas.polygon(np.vstack([crest, lower]), rng.uniform(6.0, 10.0), soft=3.0)
+        canvas.polygon(np.vstack([crest, lower]), rng.uniform(6.0, 10.0), soft=wing_soft)
         canvas.tube(crest, 4.0 * size, 3.0 * rim, shell=1.3)
         arcuate = np.array([s1[4] + np.array([8.0, 5.0]) * size,
                             hip + np.array([5.0, -32.0]) * size,
@@ -1954,15 +1975,17 @@ def _add_pelvis(canvas, p, anatomy, rng, *, rim=1.0):
         canvas.tube(arcuate, 2.5 * size, 3.0 * rim, shell=1.0)
         head_r = rng.uniform(22.0, 26.0) * mag
         centre = hip + shift * 0.6
-        canvas.ellipsoid(centre, (1.0, 0.0), head_r, head_r, 2 * head_r * p["bone_density"])
+        canvas.ellipsoid(centre, (1.0, 0.0), head_r, head_r,
+                         2 * head_r * p["bone_density"] * femur)
         canvas.tube(around(centre, head_r, -2.6, -0.3, 10), 3.0 * size, 6.0, shell=1.5)
-        canvas.tube(around(centre, 1.05 * head_r, -3.0, 0.2, 16), 1.2 * size, 4.0, shell=1.0)
+        canvas.tube(around(centre, 1.05 * head_r, -3.0, 0.2, 16), 1.2 * size, 4.0 * femur,
+                    shell=1.0)
         flex = rng.uniform(-0.1, 0.35)
         top = centre + np.array([-8.0, 45.0]) * size
         shaft = np.array([top, top + 300.0 * np.array([math.sin(flex), math.cos(flex)])])
-        canvas.tube(shaft, 14.0 * size, 1.2, shell=4.5 * size)
+        canvas.tube(shaft, 14.0 * size, 1.2 * femur, shell=4.5 * size)
         canvas.ellipsoid(centre + np.array([-18.0, 38.0]) * size, (1.0, 0.4), 22.0 * size,
-                         18.0 * size, 14.0)
+                         18.0 * size, 14.0 * femur)
         canvas.tube(centre + np.array([[-25.0, 20.0], [-30.0, 75.0]]) * size, 11.0 * size,
                     1.3, shell=2.5)
         canvas.tube(centre + np.array([[25.0, 10.0], [60.0, 45.0]]) * size, 8.0 * size, 1.3,
