@@ -143,7 +143,7 @@ def render_phantom(seed: int, *, modality: str = "DR", abnormal: bool = False,
     style : {"classic", "film"}, optional
         ``"classic"`` (default): the demo cohort's look, unchanged since it was
         introduced. ``"film"``: as clinical lateral films look (see Notes): the spine
-        geometry drawn from :data:`REAL_GEOMETRY`, films of real sizes (2000-2600
+        geometry drawn from :data:`REAL_GEOMETRY`, films of real sizes (2500-3200
         rows, 1:0.95 to 1:1.4 and one in five 1:2, anterior on the left), more
         anatomy and the image formation of clinical films. Mirrored films (anterior
         on the right) are left to training augmentation or the ``anterior``
