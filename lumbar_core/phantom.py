@@ -1944,7 +1944,7 @@ def _add_pelvis(canvas, p, anatomy, rng, *, rim=1.0, wing_soft=3.0, femur=1.0):
     them fainter, as real films show them through the overlapping pelvis); ``wing_soft``
     is the width (mm) over which the wing's edge fades in (the film style draws the edges
     of the wing soft, the crest line alone marking its top); ``femur`` scales the
-    femoral heads, necks and shafts (the film style draws them as faint as real films
+    femoral heads, trochanters and shafts (the film style draws them as faint as real films
     show them under the thick soft tissue of the hips and buttocks).
     """
     size = p["size"]

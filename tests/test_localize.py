@@ -247,11 +247,13 @@ def _phantom_check(job):
     from lumbar_core import phantom
     from lumbar_core.preprocess import Geometry
 
-    seed, split_code, k, difficulty = job
+    seed, split_code, k, difficulty, style = job
     plan = phantom._cohort_draw(seed, split_code, k)
-    image, ann, _ = phantom.render_phantom(plan["seed"], modality=plan["modality"],
-                                           abnormal=plan["abnormal"], difficulty=difficulty)
-    g = Geometry(image.shape)
+    # The spine and film size render_phantom would draw, without rendering the image.
+    p, anatomy, frame, _ = phantom._spine(plan["seed"], plan["modality"], plan["abnormal"],
+                                          difficulty, style, {})
+    ann = phantom._annotation(p, anatomy, frame)
+    g = Geometry(tuple(ann["image_shape"]))
     centres = g.input_to("io", [ann["vertebrae"][lv]["centre"] for lv in LEVELS])
     out = check_plausibility(centres, film_box=g.film_box("io"),
                              pixel_spacing_mm=g.pixel_spacing("io", ann["pixel_spacing_mm"]),
@@ -268,8 +270,10 @@ def test_every_training_and_validation_spine_of_the_demo_cohort_is_plausible():
 
     config = yaml.safe_load((Path(__file__).resolve().parent.parent / "config.yaml").read_text())
     demo = config["demo"]
-    jobs = ([(demo["seed"], 0, k, demo["difficulty"]) for k in range(demo["n_train"])]
-            + [(demo["seed"], 1, k, demo["difficulty"]) for k in range(demo["n_val"])])
+    jobs = ([(demo["seed"], 0, k, demo["difficulty"], demo["style"])
+             for k in range(demo["n_train"])]
+            + [(demo["seed"], 1, k, demo["difficulty"], demo["style"])
+               for k in range(demo["n_val"])])
     assert len(jobs) >= 100
     with ProcessPoolExecutor(max_workers=2) as pool:
         results = list(pool.map(_phantom_check, jobs))
