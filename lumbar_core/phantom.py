@@ -1263,7 +1263,7 @@ def _render_film(p, anatomy, frame, rng, noise_rng, texture_rng, gas_rng):
         log_eq += np.float32(usm) * (log_eq - ndimage.gaussian_filter(log_eq,
                                                                       usm_mm / frame.work_mm))
     t1 = np.exp(-log_eq)
-    photons = float(rng.uniform(1e5, 4e5) / (0.15 + 0.85 * d)) if d > 0 else 1e9
+    photons = float(rng.uniform(1.1e5, 4.4e5) / (0.15 + 0.85 * d)) if d > 0 else 1e9
     if p["modality"] == "CR":
         photons *= 0.45
     look["photons_at_l3"] = photons
@@ -1817,12 +1817,13 @@ def _add_spine(canvas, p, anatomy, texture):
             _osteophytes(canvas, o, p["osteophytes"][name], rho_c)
     # Sacrum: fused segments; their lateral masses and the alae overlap in projection.
     sacrum = anatomy["sacrum"]
-    for k, o in enumerate(sacrum if not p.get("fused_sacrum") else sacrum[:1]):
+    fused = bool(p.get("fused_sacrum"))
+    for k, o in enumerate(sacrum[:1] if fused else sacrum):
         depth = np.linalg.norm(o[0] - o[2])
         canvas.body(o, width=1.5 * depth, rho_t=rho_t * 0.9, rho_c=rho_c * 0.7,
                     plate_gain=0.2 if k else 0.3, plate_sigma=0.8, texture=texture,
                     tex_gain=tex_gain)
-    if p.get("fused_sacrum"):
+    if fused:
         _fused_sacrum(canvas, sacrum, rho_t, rho_c)
     size = p["size"]
     back = [o[3] - 14.0 * size * _unit(o[0] - o[2]) for o in sacrum]
@@ -1842,7 +1843,7 @@ def _fused_sacrum(canvas, sacrum, rho_t, rho_c):
     for above, o in zip(sacrum[:-1], sacrum[1:]):
         depth = float(np.linalg.norm(o[0] - o[2]))
         canvas.polygon(np.array([above[6], above[4], o[3], o[4], o[5], o[6], o[7]]),
-                       rho_t * 0.9 * 1.5 * depth * 0.785, soft=2.0)
+                       rho_t * 0.9 * 1.5 * depth * math.pi / 4, soft=2.0)
     front = np.array([pt for o in sacrum[1:] for pt in (o[0], o[7], o[6])])
     canvas.tube(front, 1.5, rho_c * 0.5, shell=1.0, marrow=0.0, fade=0.6)
 
@@ -1940,12 +1941,13 @@ def _add_pelvis(canvas, p, anatomy, rng, *, rim=1.0, wing_soft=3.0, femur=1.0):
     L4-L5 from the anterior superior iliac spine to behind the sacrum; the arcuate line;
     a femoral head (a sphere with its cortex) under the acetabular roof; the greater
     trochanter and femoral shaft going down; the ischium behind and the pubis in front.
-    ``rim`` scales the density of the crest and the arcuate line (the film style draws
-    them fainter, as real films show them through the overlapping pelvis); ``wing_soft``
-    is the width (mm) over which the wing's edge fades in (the film style draws the edges
-    of the wing soft, the crest line alone marking its top); ``femur`` scales the
-    femoral heads, trochanters and shafts (the film style draws them as faint as real films
-    show them under the thick soft tissue of the hips and buttocks).
+    ``rim`` scales the density of the crest, the arcuate line and the acetabular roof (the
+    film style draws them fainter, as real films show them through the overlapping
+    pelvis); ``wing_soft`` is the width (mm) over which the wing's edge fades in (the film
+    style draws the edges of the wing soft, the crest line alone marking its top);
+    ``femur`` scales the femoral heads, trochanters and shafts (the film style draws them
+    as faint as real films show them under the thick soft tissue of the hips and
+    buttocks).
     """
     size = p["size"]
     hip = anatomy["hip"]
@@ -1977,7 +1979,7 @@ def _add_pelvis(canvas, p, anatomy, rng, *, rim=1.0, wing_soft=3.0, femur=1.0):
         centre = hip + shift * 0.6
         canvas.ellipsoid(centre, (1.0, 0.0), head_r, head_r,
                          2 * head_r * p["bone_density"] * femur)
-        canvas.tube(around(centre, head_r, -2.6, -0.3, 10), 3.0 * size, 6.0, shell=1.5)
+        canvas.tube(around(centre, head_r, -2.6, -0.3, 10), 3.0 * size, 6.0 * rim, shell=1.5)
         canvas.tube(around(centre, 1.05 * head_r, -3.0, 0.2, 16), 1.2 * size, 4.0 * femur,
                     shell=1.0)
         flex = rng.uniform(-0.1, 0.35)
