@@ -1194,7 +1194,7 @@ def _render_film(p, anatomy, frame, rng, noise_rng, texture_rng, gas_rng):
     # intervertebral foramina, drawn with the denser weight (on a stream of their own,
     # which leaves every other draw of the film as it was).
     _add_lateral_masses(pelvis, p, anatomy, rng.spawn(1)[0], look)
-    _add_ribs(pelvis, p, anatomy, rng, density=0.5)
+    _add_ribs(pelvis, p, anatomy, rng)
     _add_pelvis(pelvis, p, anatomy, rng, rim=0.5, wing_soft=10.0, femur=0.35)
     _add_pelvic_mass(pelvis, p, anatomy, rng, look)
     # Soft, rounded bone edges (the cortex is seen through the whole width of the body,
@@ -1906,14 +1906,12 @@ def _osteophytes(canvas, o, draws, rho_c):
         canvas.polygon(spur, 8.0 * rho_c * (0.6 + 0.6 * draws[2]), soft=0.7)
 
 
-def _add_ribs(canvas, p, anatomy, rng, *, density=1.0):
+def _add_ribs(canvas, p, anatomy, rng):
     """Ribs 9-12, both sides slightly offset: oblique bands over the upper lumbar spine.
 
     From the costovertebral joint (behind the upper posterior body) a rib runs back to
     its angle, then down and forwards (a quadratic Bezier curve); the far-side rib is
-    magnified a little more. ``density`` scales every rib (the film style draws them
-    fainter: real films show the lower ribs as faint bands, their heads and angles behind
-    the bodies barely, where full density draws bright hooks).
+    magnified a little more.
     """
     size = p["size"]
     reach = {"T9": (150, 110), "T10": (135, 115), "T11": (100, 105), "T12": (55, 80)}
@@ -1931,7 +1929,7 @@ def _add_ribs(canvas, p, anatomy, rng, *, density=1.0):
                                    down * rng.uniform(0.8, 1.15)]) * scale
             t = np.linspace(0, 1, 14)[:, None]
             curve = (1 - t) ** 2 * head + 2 * t * (1 - t) * back + t ** 2 * tip + shift
-            canvas.tube(curve, rng.uniform(4.5, 6.0) * size, rng.uniform(1.2, 1.9) * density,
+            canvas.tube(curve, rng.uniform(4.5, 6.0) * size, rng.uniform(1.2, 1.9),
                         shell=1.0, marrow=0.2, taper=0.55, fade=0.9)
 
 
