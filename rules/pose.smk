@@ -17,6 +17,7 @@ rule pose_infer:
         gpu=1,
     params:
         ids=shard_ids("posenet"),
+        scales=config["posenet"]["test_time_scales"],
     script:
         "../workflow_scripts/pose_infer.py"
 

@@ -178,6 +178,18 @@ def test_inference_only_and_mixed_sheets(reference_run, tiny_cohort, tmp_path):
     assert "Nothing to be done" in again.stdout + again.stderr, again.stdout[-3000:]
 
 
+def test_changing_the_test_time_scales_reruns_inference_not_training(full_run, tiny_cohort,
+                                                                      tmp_path):
+    # The scales are an inference setting: a user trying them on a trained run must not
+    # retrain Pose-net, but every map and what follows from it must be made again.
+    config = write_config(tmp_path, samples=str(tiny_cohort), posenet={"test_time_scales": [1.0]})
+    dry = run_snakemake(full_run, "-n", "all", configfile=config, timeout=300).stdout
+    for rule in ("pose_infer", "select_peaks", "crop", "metrics", "tables"):
+        assert f"rule {rule}:" in dry or f"\n{rule} " in dry, rule
+    for rule in ("train_posenet", "train_mnet", "train_unet", "preprocess", "resize"):
+        assert f"rule {rule}:" not in dry and f"\n{rule} " not in dry, rule
+
+
 def test_levelset_tuned_per_network_after_paste_back(full_run):
     """tune_levelset searched each network's own masks; levelset_refine used its choice."""
     import json

@@ -16,5 +16,6 @@ with model_job(snakemake.rule, threads=snakemake.threads, log=log):
         model=snakemake.input.model,
         images=image_paths(snakemake.input.images, snakemake.params.ids),
         out_dir=snakemake.output.maps,
+        scales=snakemake.params.scales,
         log=log,
     )

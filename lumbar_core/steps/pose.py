@@ -22,7 +22,7 @@ __all__ = ["pose_infer", "select_peaks"]
 
 
 def pose_infer(*, model: StrPath, images: Sequence[StrPath], out_dir: StrPath,
-               log=sys.stderr) -> None:
+               scales: Sequence[float] = (1.0,), log=sys.stderr) -> None:
     """Rule ``pose_infer``: ``yL5`` and ``yL1-5`` (float16) for every image of a shard.
 
     The model is loaded once; each image gets ``<out_dir>/<image_id>.npz`` (keys
@@ -36,13 +36,17 @@ def pose_infer(*, model: StrPath, images: Sequence[StrPath], out_dir: StrPath,
         The shard's ``I`` npz files (rule ``preprocess``).
     out_dir : path
         Output folder.
+    scales : sequence of float, optional
+        Test-time scales of :func:`lumbar_core.models.predict_heatmaps` (the config's
+        ``posenet: test_time_scales``); default ``(1.0,)``, the paper's single pass.
     log : file, optional
         Where progress goes.
     """
     from ..models import predict_heatmaps
 
     def predict(net, data, _grid):
-        y_l5, y_l15 = predict_heatmaps(net, data["i"].astype(np.float32)[None])
+        y_l5, y_l15 = predict_heatmaps(net, data["i"].astype(np.float32)[None],
+                                       scales=scales)
         arrays = {"y_l5": y_l5[0].astype(np.float16), "y_l15": y_l15[0].astype(np.float16)}
         return arrays, f"max yL1-5 {float(y_l15.max()):.3f}"
 
