@@ -182,7 +182,8 @@ def test_changing_the_test_time_scales_reruns_inference_not_training(full_run, t
                                                                       tmp_path):
     # The scales are an inference setting: a user trying them on a trained run must not
     # retrain Pose-net, but every map and what follows from it must be made again.
-    config = write_config(tmp_path, samples=str(tiny_cohort), posenet={"test_time_scales": [1.0]})
+    config = write_config(tmp_path, samples=str(tiny_cohort),
+                          posenet={"test_time_scales": [0.85, 1.0, 1.15]})
     dry = run_snakemake(full_run, "-n", "all", configfile=config, timeout=300).stdout
     for rule in ("pose_infer", "select_peaks", "crop", "metrics", "tables"):
         assert f"rule {rule}:" in dry or f"\n{rule} " in dry, rule
