@@ -195,9 +195,6 @@ def zoom_about_centre(image: np.ndarray, factor: float, *, order: int = 1) -> np
     Pixel ``p`` of the result samples ``image`` at ``c + (p - c) / factor``, ``c`` the
     grid's centre (bilinear by default, zero outside), so a feature at ``p`` moves to
     ``c + factor * (p - c)``; ``factor`` < 1 shrinks the image and pads it with zeros.
-    The map is the training augmentation's isotropic scale
-    (:func:`lumbar_core.training.augment_pair`), so the network sees a zoomed ``I`` as it
-    saw scaled images in training.
     ``zoom_about_centre(zoom_about_centre(a, f), 1 / f)`` gives back ``a`` where the
     first zoom kept it on the grid.
 
@@ -216,15 +213,13 @@ def zoom_about_centre(image: np.ndarray, factor: float, *, order: int = 1) -> np
         return a.copy()
     from scipy import ndimage
 
-    from ..training import _affine
-
-    matrix, offset, *_ = _affine(a.shape, 0.0, (0.0, 0.0), scale=float(factor))
-    return ndimage.affine_transform(a, matrix, offset=offset, order=order, mode="constant",
-                                    cval=0.0)
+    c = (np.array(a.shape, dtype=np.float64) - 1) / 2
+    return ndimage.affine_transform(a, np.full(2, 1 / factor), offset=c - c / factor,
+                                    order=order, mode="constant", cval=0.0)
 
 
 def _check_scales(scales, *, what):
-    values = np.asarray(scales, dtype=np.float64).ravel()
+    values = np.asarray(scales, dtype=np.float64).ravel() if np.size(scales) else np.array([])
     if values.size == 0 or not np.all(np.isfinite(values)) or np.any(values <= 0):
         raise ValueError(f"{what}: scales must be one or more positive numbers. Received: scales={scales!r}")
     return [float(v) for v in values]
