@@ -35,10 +35,11 @@ demo: install
 ##   make check-films FILMS=<folder> [FILM_OUT=results/film-check] [DEMO_RESULTS=results]
 ## writes FILM_OUT/samples.tsv (lumbar-ingest), then an overlay of every film in
 ## FILM_OUT/results/figures/every_image/ and FILM_OUT/results/qc.tsv. The run's files stay
-## under FILM_OUT (its own results/, logs/ and .snakemake/); the models and level-set
-## coefficients are read from DEMO_RESULTS. FILM_CONFIG names a config file to use on top of
-## config.yaml: the one the models were trained with, if not the default. SNAKEMAKE_ARGS are
-## passed on to Snakemake (e.g. -n, or --cores 8 --resources gpu=1).
+## under FILM_OUT (its own results/, logs/ and .snakemake/); the models (every Pose-net of
+## the ensemble: posenet.keras and posenet_member*.keras) and level-set coefficients are read
+## from DEMO_RESULTS. FILM_CONFIG names a config file to use on top of config.yaml: the one
+## the models were trained with, if not the default. SNAKEMAKE_ARGS are passed on to
+## Snakemake (e.g. -n, or --cores 8 --resources gpu=1).
 FILM_OUT ?= results/film-check
 DEMO_RESULTS ?= results
 FILM_CONFIG ?=
@@ -50,12 +51,16 @@ check-films:
 	for f in models/posenet.keras models/mnet.keras models/unet.keras levelset/params.json; do \
 	  test -f "$$trained/$$f" || { echo "$$trained/$$f not found: train the models first (make demo)" >&2; exit 2; }; \
 	done; \
+	posenets="'$$trained/models/posenet.keras'"; \
+	for f in "$$trained"/models/posenet_member*.keras; do \
+	  if test -f "$$f"; then posenets="$$posenets, '$$f'"; fi; \
+	done; \
 	$(VENV)/bin/python -m lumbar_core.workflow.ingest "$(FILMS)" "$$out/samples.tsv"; \
 	set -x; \
 	$(SNAKEMAKE) --snakefile "$(CURDIR)/Snakefile" --directory "$$out" \
 	  $(if $(FILM_CONFIG),--configfile "$$(realpath "$(FILM_CONFIG)")") \
 	  --config "samples=$$out/samples.tsv" "predict_splits=[train, val, test]" \
-	  "posenet={model: '$$trained/models/posenet.keras'}" \
+	  "posenet={model: [$$posenets]}" \
 	  "segmentation={mnet_model: '$$trained/models/mnet.keras', unet_model: '$$trained/models/unet.keras'}" \
 	  "levelset={params_file: '$$trained/levelset/params.json'}" \
 	  $(SNAKEMAKE_ARGS) -- all_overlays

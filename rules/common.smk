@@ -110,6 +110,7 @@ wildcard_constraints:
     image_id="[A-Za-z0-9_-]+",
     shard="[A-Za-z0-9_-]+",
     part="[A-Za-z0-9_-]+",
+    member="[2-9]|[1-9][0-9]+",
 
 
 # Plain dicts: input functions run once per job, and a DataFrame lookup per call adds up
@@ -238,6 +239,29 @@ def model_path(block, key, name):
     return config[block][key] or f"results/models/{name}.keras"
 
 
+def posenet_names():
+    """The Pose-nets this workflow trains (posenet: members): posenet, posenet_member2, ..."""
+    members = range(2, config["posenet"]["members"] + 1)
+    return ["posenet"] + [f"posenet_member{m}" for m in members]
+
+
+#: The Pose-net files whose maps are averaged: given in the config (one path or a list),
+#: or the members this workflow trains.
+POSENET_MODELS = (
+    [config["posenet"]["model"]]
+    if isinstance(config["posenet"]["model"], str)
+    else config["posenet"]["model"]
+    or [f"results/models/{n}.keras" for n in posenet_names()]
+)
+#: What a Pose-net's training depends on: the posenet block without the inference-only
+#: scales and the number of members, so that changing those retrains nothing.
+POSENET_TRAIN_SETTINGS = {
+    k: v
+    for k, v in config["posenet"].items()
+    if k not in ("test_time_scales", "members")
+}
+
+
 # Level-set coefficients given in the config, or those rule tune_levelset chooses.
 LEVELSET_PARAMS = (
     config["levelset"].get("params_file") or "results/levelset/params.json"
@@ -281,7 +305,7 @@ def if_annotated(pattern):
 TRAINED = {
     name: f"results/models/{name}.history.csv"
     for name, (block, key) in {
-        "posenet": ("posenet", "model"),
+        **{name: ("posenet", "model") for name in posenet_names()},
         "mnet": ("segmentation", "mnet_model"),
         "unet": ("segmentation", "unet_model"),
         "mnet_whole": ("whole_image", "mnet_model"),

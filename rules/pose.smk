@@ -1,7 +1,7 @@
 rule pose_infer:
     """Paper 2.2: Pose-net confidence maps yL5, yL1-5 for a shard of images."""
     input:
-        model=model_path("posenet", "model", "posenet"),
+        model=POSENET_MODELS,
         images=shard_images("posenet", "results/resize/{image_id}.npz"),
     output:
         maps=intermediate(directory("results/pose_infer/{shard}")),

@@ -3,7 +3,8 @@
 
 
 rule train_posenet:
-    """Paper 2.2: Pose-net (Eq. 1-5) on I with heatmap targets from the GT centres."""
+    """Paper 2.2: Pose-net (Eq. 1-5) on I with heatmap targets from the GT centres; the
+    first member of the ensemble (posenet: members), the paper's one Pose-net."""
     input:
         images=images("results/resize/{image_id}.npz", TRAIN_IDS + VAL_IDS),
         points=images("results/ground_truth/{image_id}.json", TRAIN_IDS + VAL_IDS),
@@ -24,11 +25,30 @@ rule train_posenet:
     params:
         train_ids=TRAIN_IDS,
         val_ids=VAL_IDS,
-        # Without the inference-only test-time scales: changing them retrains nothing.
-        settings={k: v for k, v in config["posenet"].items() if k != "test_time_scales"},
+        settings=POSENET_TRAIN_SETTINGS,
         training=config["training"],
     script:
         "../workflow_scripts/train_posenet.py"
+
+
+use rule train_posenet as train_posenet_member with:
+    output:
+        model="results/models/posenet_member{member}.keras",
+        history="results/models/posenet_member{member}.history.csv",
+    log:
+        main="logs/train_posenet_member{member}.log",
+        epochs="logs/train_posenet_member{member}.epochs.csv",
+    benchmark:
+        "results/benchmarks/train_posenet_member{member}.tsv"
+    params:
+        train_ids=TRAIN_IDS,
+        val_ids=VAL_IDS,
+        settings=POSENET_TRAIN_SETTINGS,
+        # Member m: the same training from the training seed plus m - 1.
+        training=lambda wildcards: {
+            **config["training"],
+            "seed": config["training"]["seed"] + int(wildcards.member) - 1,
+        },
 
 
 rule train_patches:

@@ -64,8 +64,9 @@ def write_config(workdir, **overrides) -> Path:
 def trained_models(run) -> dict:
     """Config overrides that take every network from the models a run trained."""
     models = Path(run) / "results/models"
+    posenets = [models / "posenet.keras", *sorted(models.glob("posenet_member*.keras"))]
     return {
-        "posenet": {"model": str(models / "posenet.keras")},
+        "posenet": {"model": [str(p) for p in posenets]},
         "segmentation": {"mnet_model": str(models / "mnet.keras"),
                          "unet_model": str(models / "unet.keras")},
         "whole_image": {"mnet_model": str(models / "mnet_whole.keras"),

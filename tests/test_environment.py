@@ -223,8 +223,8 @@ def test_detect_gpu_command(tmp_path):
 # ---------------------------------------------------------------- rule environments
 
 MODEL_RULES = {
-    "train_posenet", "train_mnet", "train_unet", "train_mnet_whole", "train_unet_whole",
-    "pose_infer", "mnet_infer", "unet_infer", "mnet_whole_infer", "unet_whole_infer",
+    "train_posenet", "train_posenet_member", "train_mnet", "train_unet", "train_mnet_whole",
+    "train_unet_whole", "pose_infer", "mnet_infer", "unet_infer", "mnet_whole_infer", "unet_whole_infer",
 }
 
 # Parses the workflow as `snakemake --software-deployment-method conda --config device=...`

@@ -19,8 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "profiles" / "slurm"
 PER_IMAGE_RULES = {"preprocess", "resize", "ground_truth", "train_patches", "select_peaks",
                    "crop", "levelset_refine", "metrics", "morphometry"}
-MODEL_RULES = {"train_posenet", "train_mnet", "train_unet", "train_mnet_whole",
-               "train_unet_whole", "pose_infer", "mnet_infer", "unet_infer",
+MODEL_RULES = {"train_posenet", "train_posenet_member", "train_mnet", "train_unet",
+               "train_mnet_whole", "train_unet_whole", "pose_infer", "mnet_infer", "unet_infer",
                "mnet_whole_infer", "unet_whole_infer"}
 
 

@@ -108,3 +108,55 @@ def test_pose_inference_at_several_scales_writes_the_combined_maps(tmp_path):
     _, single = predict_heatmaps(net, image[None])
     np.testing.assert_array_equal(got["y_l15"], y_l15[0].astype(np.float16))
     assert np.abs(y_l15 - single).max() > 0.01 and (y_l15 >= single).all()
+
+
+def _scaled_posenet(shape, factor):
+    """A Pose-net stand-in whose maps are its input times ``factor``."""
+    import keras
+
+    x = keras.Input((*shape, 1))
+    scaled = keras.layers.Rescaling(factor)(x)
+    return keras.Model(x, {"y_l5": keras.layers.Identity(name="y_l5")(scaled),
+                           "y_l15": keras.layers.Identity(name="y_l15")(scaled)})
+
+
+def test_an_ensemble_averages_its_members_maps_and_one_member_is_the_single_network():
+    shape = (64, 32)
+    image = np.maximum(_blob(shape, (12.0, 8.0)), 0.6 * _blob(shape, (40.0, 20.0)))
+    one, three = _scaled_posenet(shape, 1.0), _scaled_posenet(shape, 3.0)
+
+    y_l5, y_l15 = predict_heatmaps([one, three], image[None])
+    np.testing.assert_allclose(y_l15[0], 2.0 * image, rtol=1e-6)
+    np.testing.assert_array_equal(y_l5, y_l15)
+    np.testing.assert_array_equal(predict_heatmaps([three], image[None])[1],
+                                  predict_heatmaps(three, image[None])[1])
+    # Scales apply to each member before the average.
+    scaled = predict_heatmaps([one, three], image[None], scales=[0.85, 1.0, 1.15])[1]
+    expected = 2.0 * predict_heatmaps(one, image[None], scales=[0.85, 1.0, 1.15])[1]
+    np.testing.assert_allclose(scaled, expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="non-empty sequence"):
+        predict_heatmaps([], image[None])
+    with pytest.raises(ValueError, match="the model takes"):
+        predict_heatmaps([one, _scaled_posenet((32, 16), 1.0)], image[None])
+
+
+def test_pose_inference_with_an_ensemble_writes_the_averaged_maps(tmp_path):
+    nets = []
+    for seed in (5, 6):
+        net = build_posenet((*I_SHAPE, 1), width=2, depth=2, downsample=4)
+        rng = np.random.default_rng(seed)
+        for weight in net.weights:
+            if weight.path.endswith("kernel"):
+                weight.assign(rng.normal(0.0, 0.5, weight.shape).astype(np.float32))
+        save_model(net, tmp_path / f"posenet{seed}.keras")
+        nets.append(net)
+    image = np.random.default_rng(3).random(I_SHAPE).astype(np.float32)
+    io.save_npz(tmp_path / "a.npz", i=image, status="ok", message="")
+
+    pose_infer(model=[tmp_path / "posenet5.keras", tmp_path / "posenet6.keras"],
+               images=[tmp_path / "a.npz"], out_dir=tmp_path / "out", log=stdio.StringIO())
+
+    got = io.load_npz(tmp_path / "out/a.npz")
+    first, second = (predict_heatmaps(net, image[None])[1][0] for net in nets)
+    assert np.abs(first - second).max() > 0.01
+    np.testing.assert_array_equal(got["y_l15"], ((first + second) / 2).astype(np.float16))

@@ -191,6 +191,32 @@ def test_changing_the_test_time_scales_reruns_inference_not_training(full_run, t
         assert f"rule {rule}:" not in dry and f"\n{rule} " not in dry, rule
 
 
+def _planned(dry, rule):
+    return f"rule {rule}:" in dry or f"\n{rule} " in dry
+
+
+def test_each_pose_net_of_the_ensemble_trains_once_from_its_own_seed(full_run, tiny_cohort,
+                                                                     tmp_path):
+    # The default ensemble of two: posenet.keras from the training seed, posenet_member2
+    # from the next one, both in Fig. 9's histories.
+    models = full_run / "results/models"
+    first = pd.read_csv(models / "posenet.history.csv", sep="\t")
+    second = pd.read_csv(models / "posenet_member2.history.csv", sep="\t")
+    assert (models / "posenet_member2.keras").exists()
+    assert not first["loss"].equals(second["loss"])
+    # A third member trains only itself; going back to one Pose-net trains nothing. Both
+    # remake the maps and what follows from them.
+    for members, trained in ((3, {"train_posenet_member"}), (1, set())):
+        config = write_config(tmp_path, samples=str(tiny_cohort), posenet={"members": members})
+        dry = run_snakemake(full_run, "-n", "all", configfile=config, timeout=300).stdout
+        for rule in ("pose_infer", "select_peaks", "crop", "metrics", "tables"):
+            assert _planned(dry, rule), (members, rule)
+        for rule in ("train_posenet", "train_posenet_member", "train_mnet", "train_unet",
+                     "preprocess", "resize"):
+            assert _planned(dry, rule) == (rule in trained), (members, rule)
+        assert ("posenet_member3.keras" in dry) == (members == 3)
+
+
 def test_levelset_tuned_per_network_after_paste_back(full_run):
     """tune_levelset searched each network's own masks; levelset_refine used its choice."""
     import json
@@ -242,6 +268,14 @@ def test_check_films_draws_every_film_with_the_trained_models(reference_run, tin
         title = (out / "logs/image_overlay" / f"{image_id}.log").read_text()
         assert title.startswith(f"{image_id}: {peaks['status']}")
     assert (out / "results/qc.tsv").exists()
+    # Every Pose-net of the run's ensemble: the same centres as the run found.
+    for image_id, rel in zip(test["image_id"], test["image"]):
+        film = ingested.loc[ingested["image"].str.endswith(Path(rel).name), "image_id"].item()
+        peaks = json.loads((out / "results/select_peaks" / f"{film}.json").read_text())
+        ref = json.loads(
+            (reference_run / "results/select_peaks" / f"{image_id}.json").read_text())
+        if ref["status"] == "ok":
+            np.testing.assert_allclose(peaks["centres_io"], ref["centres_io"], atol=0.5)
     # Nothing trained or tuned again, and nothing of the reference run touched.
     assert not (out / "results/models").exists() and not (out / "results/levelset").exists()
     assert _snapshot(reference_run) == before

@@ -12,8 +12,9 @@ from lumbar_core.workflow.environment import model_job
 with model_job(snakemake.rule, threads=snakemake.threads, log=log):
     from lumbar_core.steps import pose
 
+    models = snakemake.input.model
     pose.pose_infer(
-        model=snakemake.input.model,
+        model=[models] if isinstance(models, str) else list(models),
         images=image_paths(snakemake.input.images, snakemake.params.ids),
         out_dir=snakemake.output.maps,
         scales=snakemake.params.scales,

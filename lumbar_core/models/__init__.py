@@ -226,20 +226,23 @@ def _check_scales(scales, *, what):
 
 
 def predict_heatmaps(
-    model: keras.Model, images: np.ndarray, *, batch_size: int = 4, scales=(1.0,)
+    model, images: np.ndarray, *, batch_size: int = 4, scales=(1.0,)
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Run the Pose-net on images ``I`` (paper 2.2), at one or more test-time scales.
+    """Run the Pose-net on images ``I`` (paper 2.2), or an ensemble of Pose-nets.
 
     With ``scales`` other than ``(1.0,)`` (beyond the paper) each image is also
     magnified about its centre by each factor (:func:`zoom_about_centre`), every version
     goes through the network, each map is zoomed back onto ``I``, and the maps are
     combined by their pixel-wise maximum: a vertebra the network answers to at any of
-    the scales keeps its peak (docs/method.md, section 2).
+    the scales keeps its peak. Given several Pose-nets (beyond the paper: trained alike
+    from different seeds), each network's maps are made so and the maps are averaged
+    (docs/method.md, section 2).
 
     Parameters
     ----------
-    model : keras.Model
-        A Pose-net from :func:`build_posenet` (or loaded with :func:`load_model`).
+    model : keras.Model or sequence of keras.Model
+        A Pose-net from :func:`build_posenet` (or loaded with :func:`load_model`), or
+        several, whose maps are averaged.
     images : (N, H, W) ndarray of float
         Pre-processed images ``I`` (512 x 256 for the paper), values in [0, 1]; the size
         must match the model input.
@@ -257,12 +260,25 @@ def predict_heatmaps(
     what = "predict_heatmaps"
     _check_batch_size(batch_size, what=what)
     scales = _check_scales(scales, what=what)
-    x = _check_images(images, model=model, what=what)
-    if not {"y_l5", "y_l15"} <= set(model.output_names):
-        raise ValueError(f"{what}: model has no y_l5/y_l15 outputs. Received: outputs {model.output_names}")
+    models = list(model) if isinstance(model, (list, tuple)) else [model]
+    if not models:
+        raise ValueError(f"{what}: model must be a Pose-net or a non-empty sequence of them. "
+                         f"Received: {model!r}")
+    for net in models:
+        x = _check_images(images, model=net, what=what)
+        if not {"y_l5", "y_l15"} <= set(net.output_names):
+            raise ValueError(f"{what}: model has no y_l5/y_l15 outputs. Received: outputs {net.output_names}")
     if x.shape[0] == 0:
         empty = np.zeros(x.shape[:3], np.float32)
         return empty, empty.copy()
+    members = [_scaled_heatmaps(net, x, batch_size, scales) for net in models]
+    if len(members) == 1:
+        return members[0]
+    return tuple(np.mean([m[k] for m in members], axis=0, dtype=np.float32) for k in (0, 1))
+
+
+def _scaled_heatmaps(model, x, batch_size, scales):
+    """One Pose-net's ``yL5`` and ``yL1-5`` on ``x``, combined over ``scales`` by their maximum."""
     combined = {}
     for s in scales:
         xs = x if s == 1 else np.stack([zoom_about_centre(im, s) for im in x[..., 0]])[..., None]

@@ -82,7 +82,7 @@ def forward_exclusion(status: str, message: str, *, json_outputs=(), npz_outputs
     return out
 
 
-def infer_shard(model: StrPath, inputs, out_dir: StrPath, *, predict, geometry=None,
+def infer_shard(model, inputs, out_dir: StrPath, *, predict, geometry=None,
                 log) -> None:
     """The loop of every inference rule: the model loaded once, one file per image.
 
@@ -90,11 +90,16 @@ def infer_shard(model: StrPath, inputs, out_dir: StrPath, *, predict, geometry=N
     note returned by ``predict(net, data, grid)`` (``grid`` the image's
     :class:`~lumbar_core.preprocess.Geometry` read from ``geometry``, the same order as
     ``inputs``, or None without it), or the status of an image that cannot go on
-    (:func:`forward_exclusion`). Keras is imported here, after the job claimed its GPU.
+    (:func:`forward_exclusion`). ``model`` is one ``.keras`` path, or a list of them
+    (an ensemble: ``net`` is then the list of loaded models). Keras is imported here,
+    after the job claimed its GPU.
     """
     from ..models import load_model
 
-    net = load_model(model)
+    if isinstance(model, (list, tuple)):
+        net = [load_model(path) for path in model]
+    else:
+        net = load_model(model)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     grids = geometry if geometry is not None else [None] * len(inputs)

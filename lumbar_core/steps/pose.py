@@ -21,8 +21,8 @@ from ._common import (
 __all__ = ["pose_infer", "select_peaks"]
 
 
-def pose_infer(*, model: StrPath, images: Sequence[StrPath], out_dir: StrPath,
-               scales: Sequence[float] = (1.0,), log=sys.stderr) -> None:
+def pose_infer(*, model: StrPath | Sequence[StrPath], images: Sequence[StrPath],
+               out_dir: StrPath, scales: Sequence[float] = (1.0,), log=sys.stderr) -> None:
     """Rule ``pose_infer``: ``yL5`` and ``yL1-5`` (float16) for every image of a shard.
 
     The model is loaded once; each image gets ``<out_dir>/<image_id>.npz`` (keys
@@ -30,8 +30,10 @@ def pose_infer(*, model: StrPath, images: Sequence[StrPath], out_dir: StrPath,
 
     Parameters
     ----------
-    model : path
-        Pose-net ``.keras`` file.
+    model : path or sequence of path
+        Pose-net ``.keras`` file, or the files of an ensemble (the config's
+        ``posenet: members``), whose maps are averaged
+        (:func:`lumbar_core.models.predict_heatmaps`).
     images : sequence of path
         The shard's ``I`` npz files (rule ``preprocess``).
     out_dir : path

@@ -11,7 +11,7 @@ import numpy as np
 from .. import LEVELS, io
 from ._common import StrPath, image_id_of, load_geometry, read_rows, status_of
 
-__all__ = ["MODEL_NAMES", "fig9", "fig10", "overlays", "image_overlay"]
+__all__ = ["MODEL_NAMES", "model_label", "fig9", "fig10", "overlays", "image_overlay"]
 
 #: Names of the trained models in Fig. 9, by the stem of their history file.
 MODEL_NAMES = {"posenet": "Pose-net", "mnet": "M-net", "unet": "U-net",
@@ -31,9 +31,19 @@ def fig9(*, histories: Sequence[StrPath], out_stem: StrPath) -> None:
     """
     from ..plots import plot_loss_curves
 
-    curves = {MODEL_NAMES.get(image_id_of(p), Path(p).name): io.read_table(p)
-              for p in histories}
+    curves = {model_label(image_id_of(p)): io.read_table(p) for p in histories}
     plot_loss_curves(curves, out_stem)
+
+
+def model_label(stem: str) -> str:
+    """The name of a trained model in Fig. 9, by the stem of its files.
+
+    >>> model_label("mnet_whole"), model_label("posenet_member2")
+    ('Orig M-net', 'Pose-net 2')
+    """
+    base, _, member = stem.partition("_member")
+    name = MODEL_NAMES.get(base, stem)
+    return f"{name} {member}" if member and base in MODEL_NAMES else name
 
 
 def fig10(*, localization: Sequence[StrPath], out_stem: StrPath) -> None:
