@@ -34,6 +34,7 @@ __all__ = [
     "PAPER_AUGMENTATION",
     "HeatmapSequence",
     "SegmentationSequence",
+    "affine_map",
     "augment_pair",
     "set_seed",
     "train_model",
@@ -63,8 +64,11 @@ def set_seed(seed: int, *, deterministic: bool = True) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def _affine(shape, rotation_deg, shift_rc, *, scale=1.0, aspect=1.0, flip=False):
+def affine_map(shape, rotation_deg, shift_rc, *, scale=1.0, aspect=1.0, flip=False):
     """One affine map: flip, scale and aspect, rotation about the image centre, shift.
+
+    The augmentation's geometry (:func:`augment_pair`); test-time zoom
+    (:func:`lumbar_core.models.zoom_about_centre`) uses its isotropic scale.
 
     Returns ``(matrix, offset, forward, centre, shift)``: ``matrix`` and ``offset`` in
     scipy's convention, ``input = matrix @ output + offset`` on ``(row, col)``
@@ -353,7 +357,7 @@ def augment_pair(
     work = np.clip(image.astype(np.float32), 0.0, 1.0) ** np.float32(gamma)
     mean = work.mean(dtype=np.float64)
     work = (work - mean) * gain + mean
-    matrix, shift_offset, forward, centre, shift = _affine(
+    matrix, shift_offset, forward, centre, shift = affine_map(
         image.shape, angle, shift_rc, scale=scale, aspect=aspect, flip=flip)
     work = ndimage.affine_transform(work, matrix, offset=shift_offset, order=1, mode="constant", cval=0.0)
     work = work.astype(np.float32, copy=False)  # the gain about a float64 mean made it float64

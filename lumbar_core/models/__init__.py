@@ -195,6 +195,9 @@ def zoom_about_centre(image: np.ndarray, factor: float, *, order: int = 1) -> np
     Pixel ``p`` of the result samples ``image`` at ``c + (p - c) / factor``, ``c`` the
     grid's centre (bilinear by default, zero outside), so a feature at ``p`` moves to
     ``c + factor * (p - c)``; ``factor`` < 1 shrinks the image and pads it with zeros.
+    The map is the training augmentation's isotropic scale
+    (:func:`lumbar_core.training.affine_map`), so the network sees a zoomed ``I`` as it
+    saw scaled images in training.
     ``zoom_about_centre(zoom_about_centre(a, f), 1 / f)`` gives back ``a`` where the
     first zoom kept it on the grid.
 
@@ -213,9 +216,11 @@ def zoom_about_centre(image: np.ndarray, factor: float, *, order: int = 1) -> np
         return a.copy()
     from scipy import ndimage
 
-    c = (np.array(a.shape, dtype=np.float64) - 1) / 2
-    return ndimage.affine_transform(a, np.full(2, 1 / factor), offset=c - c / factor,
-                                    order=order, mode="constant", cval=0.0)
+    from ..training import affine_map
+
+    matrix, offset, *_ = affine_map(a.shape, 0.0, (0.0, 0.0), scale=float(factor))
+    return ndimage.affine_transform(a, matrix, offset=offset, order=order, mode="constant",
+                                    cval=0.0)
 
 
 def _check_scales(scales, *, what):
