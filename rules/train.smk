@@ -40,10 +40,8 @@ use rule train_posenet as train_posenet_member with:
         epochs="logs/train_posenet_member{member}.epochs.csv",
     benchmark:
         "results/benchmarks/train_posenet_member{member}.tsv"
+    # Keyword params named here replace the original's; the others are kept.
     params:
-        train_ids=TRAIN_IDS,
-        val_ids=VAL_IDS,
-        settings=POSENET_TRAIN_SETTINGS,
         # Member m: the same training from the training seed plus m - 1.
         training=lambda wildcards: {
             **config["training"],

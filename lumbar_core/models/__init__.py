@@ -224,7 +224,7 @@ def zoom_about_centre(image: np.ndarray, factor: float, *, order: int = 1) -> np
 
 
 def _check_scales(scales, *, what):
-    values = np.asarray(scales, dtype=np.float64).ravel() if np.size(scales) else np.array([])
+    values = np.asarray(scales, dtype=np.float64).ravel()
     if values.size == 0 or not np.all(np.isfinite(values)) or np.any(values <= 0):
         raise ValueError(f"{what}: scales must be one or more positive numbers. Received: scales={scales!r}")
     return [float(v) for v in values]
